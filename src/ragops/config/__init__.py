@@ -1,0 +1,15 @@
+"""Settings for one bundle target: where tables live, which engine runs, stage configs."""
+
+from ragops.config.settings import (
+    CHUNK_STRATEGIES,
+    ENGINES,
+    SEARCH_MODES,
+    ChunkingConfig,
+    EmbeddingConfig,
+    IndexConfig,
+    IngestConfig,
+    Settings,
+    config_hash,
+)
+
+__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "ChunkingConfig", "EmbeddingConfig", "IndexConfig", "IngestConfig", "Settings", "config_hash"]

@@ -1,0 +1,193 @@
+"""Typed, serialisable settings built from a flat dict of bundle variables.
+
+Every stage gets one small frozen config object. Its :func:`config_hash` goes into the ids of
+what the stage produces (chunk ids, snapshot manifests), so a change of config is visible in
+the data rather than silently mixed with older output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("local", "spark")
+CHUNK_STRATEGIES = ("token", "recursive", "markdown", "sentence")
+SEARCH_MODES = ("vector", "keyword", "hybrid")
+
+
+def config_hash(obj: Any, length: int = 12) -> str:
+    """Stable short hash of a (dataclass) config: sorted-key JSON, sha256."""
+    payload = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What counts as a loadable document, and how structured sources map to documents."""
+
+    max_bytes: int = 20_000_000
+    min_chars: int = 1
+    # Structured sources (CSV / Parquet / Delta): which columns hold the id, title and text.
+    id_column: str = "id"
+    title_column: str = "title"
+    text_column: str = "text"
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """Chunking strategy and its sizes. Sizes are in embedding-model tokens."""
+
+    strategy: str = "recursive"
+    chunk_size: int = 256
+    chunk_overlap: int = 32
+    # Prefix each chunk's *indexed* text with its document title (improves recall on short chunks).
+    include_title: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in CHUNK_STRATEGIES:
+            raise ValueError(
+                f"chunk_strategy={self.strategy!r} is not one of {', '.join(CHUNK_STRATEGIES)}"
+            )
+        if self.chunk_size < 16:
+            raise ValueError(f"chunk_size={self.chunk_size} is too small; use at least 16 tokens")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap={self.chunk_overlap} must be >= 0 and smaller than chunk_size={self.chunk_size}"
+            )
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Which embedder to use. ``model`` is a name ('all-MiniLM-L6-v2'), a local path, or a remote model."""
+
+    backend: str = "local"  # local | openai | databricks
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 32
+    dtype: str = "float32"  # float32 | bfloat16 (local backend only)
+    endpoint: str = ""  # base URL for openai, endpoint name for databricks
+    normalize: bool = True
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Vector index type and search defaults."""
+
+    vector_index: str = "flat"  # flat (exact) | hnsw
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    stemmer: str = "english"  # '' to disable
+    rrf_k: int = 60
+    default_mode: str = "hybrid"
+    default_k: int = 5
+    keep_snapshots: int = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a job needs to know about one target."""
+
+    target: str = "local"
+    engine: str = "local"
+    catalog: str = "main"
+    schema: str = "ragops"
+    root: Path = field(default_factory=lambda: Path(".ragops").resolve())
+    source_path: str = "data/corpus"
+    spark_remote: str = ""
+    git_commit: str = ""
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine={self.engine!r} is not one of {', '.join(ENGINES)}")
+
+    # --- locations -------------------------------------------------------------------------
+    @property
+    def lakehouse_root(self) -> Path:
+        return self.root / "lakehouse"
+
+    @property
+    def index_root(self) -> Path:
+        """Where index snapshots live (one folder per catalog.schema, so targets do not mix)."""
+        return self.root / "index" / self.catalog / self.schema
+
+    def table_path(self, table: str) -> Path:
+        """Local (delta-rs) location of a table."""
+        return self.lakehouse_root / self.catalog / self.schema / table
+
+    def table_name(self, table: str) -> str:
+        """Three-level Unity Catalog / metastore name of a table."""
+        return f"{self.catalog}.{self.schema}.{table}"
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_variables(cls, variables: Mapping[str, Any], base_dir: Path | None = None) -> Settings:
+        """Build settings from flat bundle variables / job parameters (all values may be strings).
+
+        Unknown keys are ignored so that one job-parameter dict can feed every task.
+        Relative ``root`` and ``source_path`` resolve against ``base_dir`` (the bundle root).
+        """
+        v = {k: val for k, val in variables.items() if val is not None and val != ""}
+        base = Path(base_dir) if base_dir else Path.cwd()
+
+        def path_var(name: str, default: str) -> Path:
+            p = Path(os.path.expanduser(str(v.get(name, default))))
+            return (p if p.is_absolute() else base / p).resolve()
+
+        ingest = IngestConfig(
+            max_bytes=int(v.get("max_document_bytes", IngestConfig.max_bytes)),
+            id_column=str(v.get("id_column", IngestConfig.id_column)),
+            title_column=str(v.get("title_column", IngestConfig.title_column)),
+            text_column=str(v.get("text_column", IngestConfig.text_column)),
+        )
+        chunking = ChunkingConfig(
+            strategy=str(v.get("chunk_strategy", ChunkingConfig.strategy)),
+            chunk_size=int(v.get("chunk_size", ChunkingConfig.chunk_size)),
+            chunk_overlap=int(v.get("chunk_overlap", ChunkingConfig.chunk_overlap)),
+            include_title=_as_bool(v.get("chunk_include_title", ChunkingConfig.include_title)),
+        )
+        embedding = EmbeddingConfig(
+            backend=str(v.get("embedding_backend", EmbeddingConfig.backend)),
+            model=str(v.get("embedding_model", EmbeddingConfig.model)),
+            batch_size=int(v.get("embedding_batch_size", EmbeddingConfig.batch_size)),
+            dtype=str(v.get("embedding_dtype", EmbeddingConfig.dtype)),
+            endpoint=str(v.get("embedding_endpoint", EmbeddingConfig.endpoint)),
+        )
+        index = IndexConfig(
+            vector_index=str(v.get("vector_index", IndexConfig.vector_index)),
+            default_mode=str(v.get("search_mode", IndexConfig.default_mode)),
+        )
+        source = str(v.get("source_path", cls.source_path))
+        if "://" not in source and not source.startswith(("delta:", "table:")):
+            source = str(path_var("source_path", cls.source_path))
+        return cls(
+            target=str(v.get("target", cls.target)),
+            engine=str(v.get("engine", cls.engine)),
+            catalog=str(v.get("catalog", cls.catalog)),
+            schema=str(v.get("schema", cls.schema)),
+            root=path_var("root", ".ragops"),
+            source_path=source,
+            spark_remote=str(v.get("spark_remote", "")),
+            git_commit=str(v.get("git_commit", "")),
+            ingest=ingest,
+            chunking=chunking,
+            embedding=embedding,
+            index=index,
+        )

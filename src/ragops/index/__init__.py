@@ -1,0 +1,16 @@
+"""FAISS vector + BM25 keyword index snapshots, synced from the embeddings change feed."""
+
+from ragops.index.search import SearchResult, Searcher
+from ragops.index.snapshot import Manifest, Snapshot, SnapshotNotFoundError, SnapshotStore
+from ragops.index.sync import SyncSummary, run_index_sync
+
+__all__ = [
+    "Manifest",
+    "SearchResult",
+    "Searcher",
+    "Snapshot",
+    "SnapshotNotFoundError",
+    "SnapshotStore",
+    "SyncSummary",
+    "run_index_sync",
+]

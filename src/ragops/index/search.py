@@ -1,0 +1,126 @@
+"""Search an index snapshot: vector, keyword or hybrid (reciprocal rank fusion), with filters."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from ragops.config import SEARCH_MODES, Settings
+from ragops.embedding import Embedder, embedder_identity, get_embedder
+from ragops.index.fusion import reciprocal_rank_fusion
+from ragops.index.snapshot import Snapshot, SnapshotStore
+
+Filters = Mapping[str, str | Sequence[str]]
+FILTERABLE = ("doc_id", "source_uri", "title", "section", "chunk_id")
+
+
+@dataclass
+class SearchResult:
+    chunk_id: str
+    doc_id: str
+    source_uri: str
+    title: str
+    section: str
+    score: float
+    text: str
+    rank: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Searcher:
+    """Holds one loaded snapshot and the query embedder; cheap to query many times."""
+
+    def __init__(self, snapshot: Snapshot, embedder: Embedder | None, *, rrf_k: int = 60,
+                 hybrid_weights: tuple[float, float] = (1.0, 1.0)) -> None:
+        self.snapshot = snapshot
+        self.embedder = embedder
+        self.rrf_k = rrf_k
+        self.hybrid_weights = hybrid_weights
+        rows = snapshot.rows
+        self._rows = rows
+        self._position = pd.Series(np.arange(len(rows)), index=rows["faiss_id"].to_numpy())
+
+    @classmethod
+    def open(cls, settings: Settings, snapshot_id: str | None = None) -> Searcher:
+        snapshot = SnapshotStore(settings.index_root).load(snapshot_id, settings.index)
+        want = snapshot.manifest.model
+        if want and embedder_identity(settings.embedding) != want:
+            raise ValueError(
+                f"index snapshot {snapshot.manifest.snapshot_id} was built with embedding model {want!r}, "
+                f"but this target is configured for {embedder_identity(settings.embedding)!r}; "
+                "re-run the ingest job or set --var embedding_model"
+            )
+        embedder = get_embedder(settings.embedding) if len(snapshot.rows) else None
+        return cls(snapshot, embedder, rrf_k=settings.index.rrf_k)
+
+    @property
+    def manifest(self):
+        return self.snapshot.manifest
+
+    # --- filters ---------------------------------------------------------------------------
+    def _mask(self, filters: Filters | None) -> np.ndarray | None:
+        if not filters:
+            return None
+        mask = np.ones(len(self._rows), dtype=bool)
+        for field, wanted in filters.items():
+            if field not in FILTERABLE:
+                raise ValueError(f"cannot filter on {field!r}; filterable fields: {', '.join(FILTERABLE)}")
+            patterns = [wanted] if isinstance(wanted, str) else list(wanted)
+            values = self._rows[field].fillna("").astype(str)
+            mask &= values.map(lambda v, p=patterns: any(fnmatch.fnmatchcase(v, pat) for pat in p)).to_numpy()
+        return mask
+
+    # --- ranking ---------------------------------------------------------------------------
+    def _vector(self, qvec: np.ndarray, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        allowed = self._rows["faiss_id"].to_numpy()[mask] if mask is not None else None
+        if allowed is not None and not len(allowed):
+            return []
+        scores, ids = self.snapshot.vectors.search(qvec, n, allowed)
+        return [(int(self._position[i]), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+    def _keyword(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        weight = mask.astype(np.float32) if mask is not None else None
+        scores, positions = self.snapshot.keywords.search(query, n, weight)
+        return [(int(p), float(s)) for s, p in zip(scores, positions, strict=True)]
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: Filters | None = None) -> list[SearchResult]:
+        return self.search_batch([query], k=k, mode=mode, filters=filters)[0]
+
+    def search_batch(self, queries: list[str], k: int = 5, mode: str = "hybrid",
+                     filters: Filters | None = None) -> list[list[SearchResult]]:
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"mode={mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if not len(self._rows):
+            return [[] for _ in queries]
+        mask = self._mask(filters)
+        depth = max(k, 100) if mode == "hybrid" else k
+        qvecs = self.embedder.encode(list(queries)) if mode != "keyword" else None
+        out = []
+        for i, query in enumerate(queries):
+            if mode == "vector":
+                ranked = self._vector(qvecs[i : i + 1], k, mask)
+            elif mode == "keyword":
+                ranked = self._keyword(query, k, mask)
+            else:
+                vec = self._vector(qvecs[i : i + 1], depth, mask)
+                kw = self._keyword(query, depth, mask)
+                ranked = reciprocal_rank_fusion(
+                    [[p for p, _ in vec], [p for p, _ in kw]], k=self.rrf_k, weights=self.hybrid_weights
+                )[:k]
+            out.append([self._result(pos, score, rank) for rank, (pos, score) in enumerate(ranked, start=1)])
+        return out
+
+    def _result(self, pos: int, score: float, rank: int) -> SearchResult:
+        r = self._rows.iloc[pos]
+        return SearchResult(
+            chunk_id=r.chunk_id, doc_id=r.doc_id, source_uri=r.source_uri, title=r.title or "",
+            section=r.section or "", score=round(float(score), 6), text=r.text, rank=rank,
+        )

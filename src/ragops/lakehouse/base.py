@@ -1,0 +1,161 @@
+"""The Lakehouse interface both engines implement.
+
+Pipeline stages never talk to storage directly: they are pure batch transforms
+(``pandas.DataFrame`` in, ``pandas.DataFrame`` out), and a Lakehouse decides how to run them —
+in-process over bounded batches (local, delta-rs) or with ``mapInPandas`` across a cluster
+(Spark). Writes go through :meth:`Lakehouse.upsert` / :meth:`Lakehouse.delete`, which are no-ops
+on empty input so that re-running a job over unchanged input creates no new table versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ragops.config import Settings
+
+log = logging.getLogger(__name__)
+
+BatchFn = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+class LakehouseError(RuntimeError):
+    """A storage operation failed; the message names the table and what to do."""
+
+
+class TableNotFoundError(LakehouseError):
+    pass
+
+
+class ChangeFeedUnavailable(LakehouseError):
+    """The engine (or this table version range) has no change data feed; callers fall back."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    table: str
+    rows: int
+    version: int | None  # table version after the write; None when nothing was written
+
+    @property
+    def wrote(self) -> bool:
+        return self.rows > 0
+
+
+class Lakehouse(ABC):
+    """Tables by logical name (``raw_documents``, ``chunks`` …) for one :class:`Settings` target."""
+
+    engine: str = "abstract"
+    supports_change_feed: bool = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # --- table lifecycle -------------------------------------------------------------------
+    @abstractmethod
+    def ensure_table(self, name: str) -> None:
+        """Create the table from its declared schema if it does not exist (CDF on where declared)."""
+
+    def ensure_tables(self, names: Iterable[str] | None = None) -> None:
+        from ragops.lakehouse.schemas import TABLES
+
+        for name in names or TABLES:
+            self.ensure_table(name)
+
+    @abstractmethod
+    def exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def location(self, name: str) -> str:
+        """Human-readable location: a path for local tables, ``catalog.schema.table`` on Spark."""
+
+    # --- reads -----------------------------------------------------------------------------
+    @abstractmethod
+    def version(self, name: str) -> int | None:
+        """Current version, or None if the table does not exist."""
+
+    @abstractmethod
+    def read(
+        self,
+        name: str,
+        columns: Sequence[str] | None = None,
+        *,
+        version: int | None = None,
+        timestamp: datetime | str | None = None,
+        where: Mapping[str, Sequence[Any]] | None = None,
+    ) -> pd.DataFrame:
+        """Read a table (optionally as of a version or timestamp), optionally only rows whose
+        ``column`` value is in the given list."""
+
+    @abstractmethod
+    def changes(self, name: str, since_version: int, until_version: int | None = None) -> pd.DataFrame:
+        """Change data feed rows committed after ``since_version`` (exclusive), with
+        ``_change_type`` (insert, update_preimage, update_postimage, delete) and ``_commit_version``.
+
+        Raises :class:`ChangeFeedUnavailable` when the engine or table cannot provide it."""
+
+    @abstractmethod
+    def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits, newest first: version, timestamp, operation, metrics."""
+
+    # --- writes ----------------------------------------------------------------------------
+    @abstractmethod
+    def append(self, name: str, df: pd.DataFrame) -> WriteResult: ...
+
+    @abstractmethod
+    def upsert(self, name: str, df: pd.DataFrame) -> WriteResult:
+        """Merge rows by the table's declared keys (update matched, insert new). Empty → no commit."""
+
+    @abstractmethod
+    def delete(self, name: str, column: str, values: Sequence[Any]) -> WriteResult:
+        """Delete rows whose ``column`` is in ``values``. Empty → no commit."""
+
+    # --- compute ---------------------------------------------------------------------------
+    @abstractmethod
+    def map_batches(
+        self, df: pd.DataFrame, fn: BatchFn, output: str | pa.Schema, *, batch_rows: int = 64, desc: str = ""
+    ) -> pd.DataFrame:
+        """Apply a pure batch transform to a driver-side frame and collect the result, whose
+        columns are ``output`` (a table name or an Arrow schema) (local: in-process; Spark: ``mapInPandas``)."""
+
+    @abstractmethod
+    def transform_table(
+        self,
+        source: str,
+        fn: BatchFn,
+        output_table: str,
+        *,
+        where: Mapping[str, Sequence[Any]],
+        columns: Sequence[str] | None = None,
+        batch_rows: int = 256,
+        desc: str = "",
+    ) -> WriteResult:
+        """Run ``fn`` over the rows of ``source`` selected by ``where`` and upsert its output into
+        ``output_table`` without collecting it on the driver (Spark) or in one piece (local)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release engine resources (a Spark session)."""
+
+    def __enter__(self) -> Lakehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_lakehouse(settings: Settings) -> Lakehouse:
+    """The engine the target asks for. Only the Spark engine imports pyspark."""
+    if settings.engine == "spark":
+        from ragops.lakehouse.spark import SparkLakehouse
+
+        return SparkLakehouse(settings)
+    from ragops.lakehouse.local import LocalLakehouse
+
+    return LocalLakehouse(settings)

@@ -1,0 +1,252 @@
+"""Every lakehouse table, declared once: Arrow schema, merge keys, change-data-feed flag.
+
+Both engines create tables from these declarations (the Spark engine translates them to DDL),
+and :func:`validate` checks batches against them before anything is written — delta-rs casts
+leniently ('123' into int64 is accepted), so type errors must be caught here, not by storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: pa.Schema
+    keys: tuple[str, ...]
+    change_data_feed: bool = False
+    description: str = ""
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+
+def _spec(name: str, keys: tuple[str, ...], fields: list[pa.Field], cdf: bool = False, doc: str = "") -> TableSpec:
+    return TableSpec(name, pa.schema(fields), keys, cdf, doc)
+
+
+RAW_DOCUMENTS = _spec(
+    "raw_documents",
+    ("doc_id",),
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("format", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("text", pa.large_string()),
+        pa.field("content_hash", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("metadata", pa.string()),  # JSON object
+        pa.field("ingested_at", TS),
+    ],
+    cdf=True,
+    doc="One row per source document, text extracted; content_hash drives incremental processing.",
+)
+
+REJECTED_DOCUMENTS = _spec(
+    "rejected_documents",
+    ("source_uri",),
+    [
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("format", pa.string()),
+        pa.field("reason_code", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("rejected_at", TS),
+    ],
+    doc="Inputs that could not be ingested, with a reason a person can act on.",
+)
+
+CHUNKS = _spec(
+    "chunks",
+    ("chunk_id",),
+    [
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("chunk_index", pa.int32(), nullable=False),
+        pa.field("text", pa.large_string()),
+        pa.field("content_hash", pa.string(), nullable=False),
+        pa.field("n_tokens", pa.int32()),
+        pa.field("start_char", pa.int64()),
+        pa.field("end_char", pa.int64()),
+        pa.field("title", pa.string()),
+        pa.field("source_uri", pa.string()),
+        pa.field("section", pa.string()),
+        pa.field("doc_content_hash", pa.string(), nullable=False),
+        pa.field("chunk_config_hash", pa.string(), nullable=False),
+        pa.field("created_at", TS),
+    ],
+    cdf=True,
+    doc="Chunks of documents; chunk_id = doc_id + chunking-config hash + position.",
+)
+
+EMBEDDINGS = _spec(
+    "embeddings",
+    ("chunk_id",),
+    [
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("content_hash", pa.string(), nullable=False),
+        pa.field("text", pa.large_string()),
+        pa.field("title", pa.string()),
+        pa.field("source_uri", pa.string()),
+        pa.field("section", pa.string()),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("dimension", pa.int32(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32()), nullable=False),
+        pa.field("embedded_at", TS),
+    ],
+    cdf=True,
+    doc="One vector per chunk with everything the index needs; its change feed drives index sync.",
+)
+
+EVAL_SETS = _spec(
+    "eval_sets",
+    ("eval_set", "version", "question_id"),
+    [
+        pa.field("eval_set", pa.string(), nullable=False),
+        pa.field("version", pa.int32(), nullable=False),
+        pa.field("question_id", pa.string(), nullable=False),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("expected_answers", pa.list_(pa.string())),
+        pa.field("expected_doc_ids", pa.list_(pa.string())),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("origin", pa.string()),
+        pa.field("created_at", TS),
+    ],
+    doc="Versioned evaluation questions with expected answers and sources.",
+)
+
+FEEDBACK = _spec(
+    "feedback",
+    ("feedback_id",),
+    [
+        pa.field("feedback_id", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("rating", pa.int32()),
+        pa.field("comment", pa.string()),
+        pa.field("corrected_answer", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("created_at", TS),
+    ],
+    doc="User feedback on served answers, joined to inference_log by request_id.",
+)
+
+INFERENCE_LOG = _spec(
+    "inference_log",
+    ("request_id",),
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("timestamp", TS, nullable=False),
+        pa.field("endpoint", pa.string()),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("question", pa.string()),
+        pa.field("answer", pa.string()),
+        pa.field("sources", pa.string()),  # JSON list
+        pa.field("status", pa.string()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("completion_tokens", pa.int32()),
+        pa.field("lineage", pa.string()),  # JSON: index manifest, prompt version, config hash
+    ],
+    doc="Every request the serving gateway answered (or refused).",
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (RAW_DOCUMENTS, REJECTED_DOCUMENTS, CHUNKS, EMBEDDINGS, EVAL_SETS, FEEDBACK, INFERENCE_LOG)
+}
+
+
+def spec(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known tables: {', '.join(TABLES)}") from None
+
+
+def schema_of(output: str | pa.Schema) -> pa.Schema:
+    """A table name or an Arrow schema → the Arrow schema a batch transform must produce."""
+    return output if isinstance(output, pa.Schema) else spec(output).schema
+
+
+class SchemaError(ValueError):
+    """A batch does not match its table's declared schema."""
+
+
+def _check_values(table: str, name: str, arrow_type: pa.DataType, series: pd.Series) -> None:
+    """Reject values that delta-rs would silently cast (e.g. '123' into int64)."""
+    non_null = series.dropna() if series.dtype != object else series[series.notna()]
+    if non_null.empty:
+        return
+    kind = None
+    if pa.types.is_integer(arrow_type):
+        kind = "integer"
+        ok = pd.api.types.is_integer_dtype(series.dtype) or non_null.map(
+            lambda x: isinstance(x, int) and not isinstance(x, bool)
+        ).all()
+    elif pa.types.is_floating(arrow_type):
+        kind = "number"
+        ok = pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+    elif pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        kind = "string"
+        ok = pd.api.types.is_string_dtype(series.dtype) and non_null.map(lambda x: isinstance(x, str)).all()
+    elif pa.types.is_list(arrow_type):
+        kind = "list"
+        ok = non_null.map(lambda x: hasattr(x, "__len__") and not isinstance(x, (str, bytes, dict))).all()
+    elif pa.types.is_timestamp(arrow_type):
+        kind = "timestamp"
+        ok = pd.api.types.is_datetime64_any_dtype(series.dtype)
+    else:
+        ok = True
+    if not ok:
+        bad = non_null.iloc[0]
+        raise SchemaError(
+            f"table {table!r}: column {name!r} expects {kind} values ({arrow_type}), "
+            f"got {type(bad).__name__} {bad!r:.60} (dtype {series.dtype})"
+        )
+
+
+def validate(table: str, df: pd.DataFrame) -> pa.Table:
+    """Check ``df`` against the declared schema and return an Arrow table in that exact schema.
+
+    Raises :class:`SchemaError` naming the table, column and offending value.
+    """
+    ts = spec(table)
+    missing = [c for c in ts.columns if c not in df.columns]
+    extra = [c for c in df.columns if c not in ts.columns]
+    if missing or extra:
+        raise SchemaError(
+            f"table {table!r}: columns do not match the declared schema"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {extra}" if extra else "")
+        )
+    for f in ts.schema:
+        col = df[f.name]
+        if not f.nullable and col.isna().any():
+            row = int(col.isna().to_numpy().nonzero()[0][0])
+            raise SchemaError(f"table {table!r}: column {f.name!r} must not be null (row {row})")
+        _check_values(table, f.name, f.type, col)
+    try:
+        return pa.Table.from_pandas(df[ts.columns], schema=ts.schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SchemaError(f"table {table!r}: {exc}") from exc
+
+
+def utcnow() -> pd.Timestamp:
+    """The timestamp every ``*_at`` column is written with (UTC, microseconds)."""
+    return pd.Timestamp.now(tz="UTC").floor("us")
+
+
+def empty_frame(table: str) -> pd.DataFrame:
+    return spec(table).schema.empty_table().to_pandas()
