@@ -18,7 +18,10 @@ class LocalEmbedder(Embedder):
                  device: str | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.utils.logging.disable_progress_bar()
 
         path = resolve_model_path(model)
         if device is None:
@@ -30,7 +33,7 @@ class LocalEmbedder(Embedder):
             raise ValueError(f"embedding_dtype={dtype!r}: use float32 or bfloat16")
         # Identity stored with every vector: the short name for packaged models, else the path.
         self.model_name = "all-MiniLM-L6-v2" if model in PACKAGED_MODELS else str(path)
-        self.dimension = int(self.st.get_sentence_embedding_dimension())
+        self.dimension = int((getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension)())
         self.batch_size = batch_size
         self.max_seq_length = int(self.st.max_seq_length)
         log.info("loaded embedding model %s (%d-d, %s, %s)", self.model_name, self.dimension, dtype, device)

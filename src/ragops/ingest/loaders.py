@@ -174,6 +174,8 @@ class _HTMLText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self.SKIP:
             self._skip += 1
+        elif self._skip:
+            return
         elif tag == "title":
             self._in_title = True
         elif re.fullmatch(r"h[1-6]", tag):
@@ -187,6 +189,8 @@ class _HTMLText(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in self.SKIP:
             self._skip = max(0, self._skip - 1)
+        elif self._skip:
+            return
         elif tag == "title":
             self._in_title = False
         elif re.fullmatch(r"h[1-6]", tag):

@@ -1,0 +1,173 @@
+"""``ragops bundle validate``: catch bundle mistakes before anything runs, naming file and key."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ragops.bundle.loader import BUNDLE_FILE, Bundle, BundleError, load_bundle
+
+TASK_TYPES = ("python_wheel_task", "notebook_task", "spark_python_task", "run_job_task", "condition_task")
+#: ``{{…}}`` dynamic value references Databricks resolves at run time (the ones ragops jobs use).
+_DYNAMIC = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
+_KNOWN_DYNAMIC = re.compile(
+    r"^(job\.(id|name|run_id|start_time\.\w+|trigger\.\w+|repair_count)|task\.(name|run_id|execution_count)"
+    r"|job\.parameters\.[\w.-]+|tasks\.[\w-]+\.values\.[\w-]+|workspace\.(id|url))$"
+)
+
+
+@dataclass
+class Issue:
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}"
+
+
+def console_scripts(package: str) -> set[str]:
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return set()
+    return {ep.name for ep in dist.entry_points if ep.group == "console_scripts"}
+
+
+def entry_point_target(package: str, name: str):
+    """The function a ``python_wheel_task`` entry point names (as Databricks resolves it)."""
+    for ep in metadata.distribution(package).entry_points:
+        if ep.group == "console_scripts" and ep.name == name:
+            return ep.load()
+    raise LookupError(f"package {package!r} has no console_scripts entry point {name!r}")
+
+
+def _walk_strings(node: Any, key: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk_strings(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk_strings(v, f"{key}[{i}]")
+    elif isinstance(node, str):
+        yield key, node
+
+
+def _cycle(tasks: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(t: str) -> list[str] | None:
+        state[t] = 1
+        stack.append(t)
+        for d in tasks.get(t, []):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d in tasks and state.get(d) is None and (found := visit(d)):
+                return found
+        stack.pop()
+        state[t] = 2
+        return None
+
+    for t in tasks:
+        if state.get(t) is None and (found := visit(t)):
+            return found
+    return None
+
+
+def validate_bundle(bundle: Bundle) -> list[Issue]:
+    issues: list[Issue] = []
+    for file, key, ref in bundle.unresolved:
+        issues.append(Issue(file, key, f"{ref} does not resolve (unknown variable or reference)"))
+    targets = bundle.raw.get("targets") or {}
+    for t, spec in targets.items():
+        mode = (spec or {}).get("mode")
+        if mode not in (None, "development", "production"):
+            issues.append(Issue(BUNDLE_FILE, f"targets.{t}.mode", f"{mode!r} is not development or production"))
+
+    for job_name, job in bundle.jobs.items():
+        file = bundle.sources.get(f"jobs.{job_name}", BUNDLE_FILE)
+        base = f"resources.jobs.{job_name}"
+        if not isinstance(job, dict):
+            issues.append(Issue(file, base, "a job must be a mapping"))
+            continue
+        tasks = job.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            issues.append(Issue(file, f"{base}.tasks", "a job needs a non-empty list of tasks"))
+            continue
+        params = {p.get("name") for p in job.get("parameters") or [] if isinstance(p, dict)}
+        for i, p in enumerate(job.get("parameters") or []):
+            if not isinstance(p, dict) or "name" not in p or "default" not in p:
+                issues.append(Issue(file, f"{base}.parameters[{i}]", "a job parameter needs name and default"))
+        schedule = job.get("schedule")
+        if schedule is not None and not (isinstance(schedule, dict) and schedule.get("quartz_cron_expression")):
+            issues.append(Issue(file, f"{base}.schedule", "a schedule needs quartz_cron_expression"))
+
+        keys: dict[str, list[str]] = {}
+        for i, task in enumerate(tasks):
+            tkey = f"{base}.tasks[{i}]"
+            if not isinstance(task, dict) or not task.get("task_key"):
+                issues.append(Issue(file, tkey, "every task needs a task_key"))
+                continue
+            name = task["task_key"]
+            if name in keys:
+                issues.append(Issue(file, f"{tkey}.task_key", f"duplicate task_key {name!r}"))
+            deps = [d.get("task_key") if isinstance(d, dict) else d for d in task.get("depends_on") or []]
+            keys[name] = deps
+            kinds = [k for k in TASK_TYPES if k in task]
+            if len(kinds) != 1:
+                issues.append(Issue(file, tkey, f"task {name!r} needs exactly one of {', '.join(TASK_TYPES[:2])} (found {kinds or 'none'})"))
+                continue
+            kind = kinds[0]
+            body = task[kind] or {}
+            if kind == "python_wheel_task":
+                pkg, ep = body.get("package_name"), body.get("entry_point")
+                if not pkg or not ep:
+                    issues.append(Issue(file, f"{tkey}.python_wheel_task", "needs package_name and entry_point"))
+                elif ep not in console_scripts(pkg):
+                    have = ", ".join(sorted(console_scripts(pkg))) or f"package {pkg!r} is not installed"
+                    issues.append(Issue(file, f"{tkey}.python_wheel_task.entry_point",
+                                        f"entry point {ep!r} not found in {pkg!r} (has: {have})"))
+            elif kind == "notebook_task":
+                nb = body.get("notebook_path")
+                if not nb:
+                    issues.append(Issue(file, f"{tkey}.notebook_task", "needs notebook_path"))
+                elif notebook_file(bundle, file, nb) is None:
+                    issues.append(Issue(file, f"{tkey}.notebook_task.notebook_path",
+                                        f"notebook {nb!r} not found (paths are relative to {file})"))
+            for skey, text in _walk_strings(task, tkey):
+                for ref in _DYNAMIC.findall(text):
+                    if ref.startswith("job.parameters."):
+                        pname = ref.removeprefix("job.parameters.")
+                        if pname not in params:
+                            issues.append(Issue(file, skey, f"{{{{{ref}}}}}: job {job_name!r} has no parameter {pname!r}"))
+                    elif not _KNOWN_DYNAMIC.match(ref):
+                        issues.append(Issue(file, skey, f"unknown dynamic value reference {{{{{ref}}}}}"))
+        for name, deps in keys.items():
+            for d in deps:
+                if d not in keys:
+                    issues.append(Issue(file, f"{base}.tasks.{name}.depends_on", f"depends on unknown task {d!r}"))
+        cycle = _cycle(keys)
+        if cycle:
+            issues.append(Issue(file, f"{base}.tasks", f"dependency cycle: {' → '.join(cycle)}"))
+    return issues
+
+
+def notebook_file(bundle: Bundle, declared_in: str, notebook_path: str) -> Path | None:
+    base = (bundle.root / declared_in).parent
+    for candidate in (base / notebook_path, bundle.root / notebook_path):
+        for path in (candidate, candidate.with_name(candidate.name + ".ipynb")):
+            if path.is_file():
+                return path.resolve()
+    return None
+
+
+def validate(root: Path | None = None, target: str | None = None, overrides=None) -> tuple[Bundle | None, list[Issue]]:
+    try:
+        bundle = load_bundle(root, target, overrides)
+    except BundleError as exc:
+        return None, [Issue(exc.file or BUNDLE_FILE, exc.key or "", exc.detail)]
+    return bundle, validate_bundle(bundle)

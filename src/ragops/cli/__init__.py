@@ -1,0 +1,1 @@
+"""The ``ragops`` command line: thin wrappers over the library."""

@@ -1,0 +1,309 @@
+"""``ragops`` — run bundle jobs locally and query what they built.
+
+Every command takes ``--target T`` and ``--var NAME=VALUE`` (repeatable), resolved exactly as
+``ragops bundle run`` resolves them, so ``--var root=DIR`` points any command at another local
+lakehouse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from ragops.logs import setup_logging
+
+log = logging.getLogger("ragops.cli")
+
+
+class CliError(Exception):
+    """An error to print as one line, with exit code 2."""
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise CliError(f"{flag} {item!r}: expected NAME=VALUE")
+        out[name.strip()] = value
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", "-t", help="bundle target (default: the target marked default)")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="override a bundle variable (repeatable)")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+
+
+def load_settings(args: argparse.Namespace):
+    """Settings for the chosen target: bundle variables + overrides (defaults if no bundle here)."""
+    from ragops.bundle import BundleError, find_bundle_root, load_bundle
+    from ragops.config import Settings
+
+    overrides = _pairs(args.var, "--var")
+    root = find_bundle_root()
+    if root is None:
+        return Settings.from_variables({"target": args.target or "local", **overrides})
+    try:
+        bundle = load_bundle(root, args.target, overrides)
+    except BundleError as exc:
+        raise CliError(str(exc)) from exc
+    return Settings.from_variables(bundle.settings_variables(), base_dir=bundle.root)
+
+
+# --- bundle -------------------------------------------------------------------------------
+
+def cmd_bundle_validate(args: argparse.Namespace) -> int:
+    from ragops.bundle import validate
+
+    bundle, issues = validate(None, args.target, _pairs(args.var, "--var"))
+    if issues:
+        print(f"bundle is NOT valid ({len(issues)} problem{'s' * (len(issues) != 1)}):", file=sys.stderr)
+        for issue in issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1
+    assert bundle is not None
+    jobs = ", ".join(f"{name} ({len(job['tasks'])} tasks)" for name, job in bundle.jobs.items())
+    print(f"bundle {bundle.name!r} is valid for target {bundle.target!r}: {jobs}")
+    return 0
+
+
+def cmd_bundle_summary(args: argparse.Namespace) -> int:
+    from ragops.bundle import load_bundle
+
+    bundle = load_bundle(None, args.target, _pairs(args.var, "--var"))
+    if args.json:
+        print(json.dumps({"name": bundle.name, "target": bundle.target, "targets": bundle.targets,
+                          "variables": bundle.variables, "jobs": {k: [t["task_key"] for t in v["tasks"]]
+                                                                  for k, v in bundle.jobs.items()}}, indent=2))
+        return 0
+    print(f"bundle {bundle.name} — target {bundle.target} (targets: {', '.join(bundle.targets)})")
+    for name, job in bundle.jobs.items():
+        chain = " → ".join(t["task_key"] for t in job["tasks"])
+        print(f"  job {name}: {chain}")
+    for k, v in sorted(bundle.variables.items()):
+        print(f"  var {k} = {v}")
+    return 0
+
+
+def cmd_bundle_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ragops.bundle import BundleError, load_bundle, run_job
+
+    console = Console(stderr=True)
+    try:
+        bundle = load_bundle(None, args.target, _pairs(args.var, "--var"))
+        settings_root = Path(str(bundle.variables.get("root", ".ragops")))
+        runs_dir = (settings_root if settings_root.is_absolute() else bundle.root / settings_root) / "runs"
+
+        def on_task(tr) -> None:
+            mark = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]-[/]"}[tr.status]
+            console.print(f"{mark} {args.job}.{tr.task_key} {tr.status} in {tr.seconds:.1f}s")
+
+        console.print(f"[bold]running {args.job}[/] on target [bold]{bundle.target}[/] "
+                      f"(engine {bundle.variables.get('engine')})")
+        run = run_job(bundle, args.job, _pairs(args.param, "--param"), runs_dir=runs_dir, on_task=on_task)
+    except BundleError as exc:
+        raise CliError(str(exc)) from exc
+
+    table = Table(title=f"{run.job} run {run.run_id} — {'succeeded' if run.ok else 'FAILED'} in {run.seconds:.1f}s")
+    for col in ("task", "status", "seconds", "summary"):
+        table.add_column(col)
+    for t in run.tasks:
+        summary = t.error if t.status != "succeeded" else _short_summary(t.summary)
+        table.add_row(t.task_key, t.status, f"{t.seconds:.1f}", summary)
+    console.print(table)
+    if args.json:
+        print(json.dumps(run.to_dict(), default=str))
+    if not run.ok:
+        failed = ", ".join(t.task_key for t in run.failed) or "?"
+        console.print(f"[red]job {run.job} failed at task(s): {failed}[/]")
+        return 1
+    console.print(f"state in {runs_dir.parent}; next: [bold]ragops search \"your question\"[/]")
+    return 0
+
+
+def _short_summary(summary: Any) -> str:
+    if not isinstance(summary, dict):
+        return ""
+    keys = ("documents", "new", "updated", "deleted", "rejected", "chunks_written", "embedded", "mode",
+            "added", "total", "snapshot_id")
+    return ", ".join(f"{k}={summary[k]}" for k in keys if k in summary and summary[k] not in (None, ""))
+
+
+# --- search -------------------------------------------------------------------------------
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ragops.index import Searcher, SnapshotNotFoundError
+
+    settings = load_settings(args)
+    if not args.query and not args.queries:
+        raise CliError("give a QUERY or --queries FILE.jsonl")
+    filters: dict[str, list[str]] = {}
+    for key, value in _pairs(args.filter, "--filter").items():
+        filters.setdefault(key, []).append(value)
+    mode = args.mode or settings.index.default_mode
+    try:
+        searcher = Searcher.open(settings)
+    except SnapshotNotFoundError as exc:
+        raise CliError(str(exc)) from exc
+    fields = ("chunk_id", "doc_id", "source_uri", "title", "section", "score", "text")
+
+    if args.queries:
+        items = _read_queries(Path(args.queries))
+        batch = 64
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            results = searcher.search_batch([q["text"] for q in chunk], k=args.k, mode=mode, filters=filters or None)
+            for q, res in zip(chunk, results, strict=True):
+                print(json.dumps({"id": q["id"], "results": [{f: getattr(r, f) for f in fields} for r in res]}))
+        return 0
+
+    results = searcher.search(args.query, k=args.k, mode=mode, filters=filters or None)
+    if args.json:
+        print(json.dumps({
+            "query": args.query, "mode": mode, "k": args.k, "snapshot_id": searcher.manifest.snapshot_id,
+            "results": [{f: getattr(r, f) for f in fields} for r in results],
+        }))
+        return 0
+    if not results:
+        print("no results")
+        return 0
+    for r in results:
+        where = f"{r.source_uri}" + (f" § {r.section}" if r.section else "")
+        snippet = " ".join(r.text.split())[:200]
+        print(f"{r.rank:>2}. [{r.score:.4f}] {r.title} — {where}\n    {snippet}")
+    return 0
+
+
+def _read_queries(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise CliError(f"--queries {path}: no such file")
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict) or "text" not in obj or not isinstance(obj["text"], str):
+            raise CliError(f'{path}:{n}: each line needs {{"id": ..., "text": "..."}}')
+        items.append({"id": obj.get("id", obj.get("_id", n)), "text": obj["text"]})
+    return items
+
+
+# --- index / tables -----------------------------------------------------------------------
+
+def cmd_index_status(args: argparse.Namespace) -> int:
+    from ragops.index import SnapshotStore
+
+    settings = load_settings(args)
+    store = SnapshotStore(settings.index_root)
+    current = store.current_id()
+    manifests = store.list()
+    if args.json:
+        print(json.dumps({"current": current, "snapshots": [m.to_dict() for m in manifests]}, default=str))
+        return 0
+    if not manifests:
+        print(f"no index snapshots under {settings.index_root}")
+        return 0
+    for m in manifests:
+        mark = "*" if m.snapshot_id == current else " "
+        print(f"{mark} {m.snapshot_id}  embeddings v{m.source_version}  {m.counts.get('chunks', 0)} chunks / "
+              f"{m.counts.get('documents', 0)} docs  {m.sync_mode}  (+{m.counts.get('added', 0)} "
+              f"~{m.counts.get('updated', 0)} -{m.counts.get('deleted', 0)})  {m.model}")
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from ragops.lakehouse import TABLES, open_lakehouse
+
+    settings = load_settings(args)
+    rows = []
+    with open_lakehouse(settings) as lh:
+        for name in TABLES:
+            if lh.exists(name):
+                version = lh.version(name)
+                count = len(lh.read(name, [TABLES[name].keys[0]]))
+                rows.append({"table": name, "version": version, "rows": count, "location": lh.location(name)})
+            else:
+                rows.append({"table": name, "version": None, "rows": 0, "location": lh.location(name)})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        v = "-" if r["version"] is None else f"v{r['version']}"
+        print(f"{r['table']:<20} {v:>6} {r['rows']:>8} rows  {r['location']}")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragops", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bundle = sub.add_parser("bundle", help="validate and run Databricks Asset Bundle jobs locally")
+    bsub = bundle.add_subparsers(dest="bundle_command", required=True)
+    p = bsub.add_parser("validate", help="check databricks.yml, resources/ and bundles/")
+    _common(p)
+    p.set_defaults(fn=cmd_bundle_validate)
+    p = bsub.add_parser("summary", help="targets, jobs and resolved variables")
+    _common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_bundle_summary)
+    p = bsub.add_parser("run", help="run a job's tasks locally in dependency order")
+    p.add_argument("job")
+    _common(p)
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="override a job parameter")
+    p.add_argument("--json", action="store_true", help="also print the run record as JSON on stdout")
+    p.set_defaults(fn=cmd_bundle_run)
+
+    p = sub.add_parser("search", help="search the current index snapshot")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--mode", choices=["vector", "keyword", "hybrid"])
+    p.add_argument("--filter", action="append", metavar="FIELD=GLOB",
+                   help="restrict to doc_id/source_uri/title/section matching a glob (repeatable)")
+    p.add_argument("--queries", help="JSONL file of {\"id\", \"text\"}: one JSON line of results per query")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_search)
+
+    index = sub.add_parser("index", help="index snapshots")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    p = isub.add_parser("status", help="list snapshots; * marks the one serving")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_index_status)
+
+    p = sub.add_parser("tables", help="lakehouse tables with versions and row counts")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_tables)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level or ("WARNING" if getattr(args, "json", False) or args.command == "search" else None))
+    try:
+        return int(args.fn(args) or 0)
+    except CliError as exc:
+        print(f"ragops: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, LookupError) as exc:
+        print(f"ragops: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
