@@ -4,7 +4,22 @@ from ragops.bundle.loader import Bundle, BundleError, find_bundle_root, load_bun
 from ragops.bundle.runner import JobRun, TaskRun, run_job
 from ragops.bundle.validate import Issue, validate, validate_bundle
 
+
+
+def settings_for(target: str | None = None, overrides=None, root=None):
+    """Settings of a bundle target (+ ``--var``-style overrides): what every command, job and
+    notebook uses. Outside a bundle checkout, the defaults plus the overrides."""
+    from ragops.config import Settings
+
+    bundle_root = root or find_bundle_root()
+    if bundle_root is None:
+        return Settings.from_variables({"target": target or "local", **dict(overrides or {})})
+    bundle = load_bundle(bundle_root, target, overrides)
+    return Settings.from_variables(bundle.settings_variables(), base_dir=bundle.root)
+
+
 __all__ = [
+    "settings_for",
     "Bundle",
     "BundleError",
     "Issue",

@@ -41,18 +41,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def load_settings(args: argparse.Namespace):
     """Settings for the chosen target: bundle variables + overrides (defaults if no bundle here)."""
-    from ragops.bundle import BundleError, find_bundle_root, load_bundle
-    from ragops.config import Settings
+    from ragops.bundle import BundleError, settings_for
 
-    overrides = _pairs(args.var, "--var")
-    root = find_bundle_root()
-    if root is None:
-        return Settings.from_variables({"target": args.target or "local", **overrides})
     try:
-        bundle = load_bundle(root, args.target, overrides)
+        return settings_for(args.target, _pairs(args.var, "--var"))
     except BundleError as exc:
         raise CliError(str(exc)) from exc
-    return Settings.from_variables(bundle.settings_variables(), base_dir=bundle.root)
 
 
 # --- bundle -------------------------------------------------------------------------------

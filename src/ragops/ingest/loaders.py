@@ -96,10 +96,22 @@ def decode_text(data: bytes) -> tuple[str, str]:
             f"not valid UTF-8 (first bad byte at offset {first_bad}) and no other encoding fits; "
             "re-save the file as UTF-8",
         )
-    text = str(best)
+    text, encoding = str(best), best.encoding
+    if _LATIN_FAMILY.match(encoding or ""):
+        # Detectors confuse the single-byte Latin code pages (cp1250 read 'naïve' as 'naďve' here);
+        # like browsers (WHATWG), read such bytes as windows-1252 when they are valid there.
+        try:
+            western = data.decode("cp1252")
+            if not re.search(r"[\x80-\x9f]", western):
+                text, encoding = western, "cp1252"
+        except UnicodeDecodeError:
+            pass
     if _control_ratio(text) > 0.05:
         raise LoadError("binary", "mostly control characters after decoding: not a text document")
-    return text, best.encoding
+    return text, encoding
+
+
+_LATIN_FAMILY = re.compile(r"^(cp125[0-8]|iso8859_\d+|latin_?\d|mac_\w+|windows_125\d)$", re.I)
 
 
 def _control_ratio(text: str) -> float:
@@ -183,6 +195,8 @@ class _HTMLText(HTMLParser):
             self.parts.append("\n\n" + "#" * self._heading + " ")
         elif tag == "li":
             self.parts.append("\n- ")
+        elif tag in ("td", "th"):
+            self.parts.append(" | ")
         elif tag in self.BLOCK:
             self.parts.append("\n")
 

@@ -172,6 +172,9 @@ class LocalLakehouse(Lakehouse):
 
     def changes(self, name: str, since_version: int, until_version: int | None = None) -> pd.DataFrame:
         dt = self._table(name)
+        if dt.metadata().configuration.get("delta.enableChangeDataFeed") != "true":
+            # delta-rs would silently return no rows here: that must not look like "no changes".
+            raise ChangeFeedUnavailable(f"table {name!r} does not have delta.enableChangeDataFeed = true")
         current = dt.version()
         if since_version >= current:
             return pd.DataFrame(columns=[*spec(name).columns, "_change_type", "_commit_version"])
