@@ -62,17 +62,31 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def token_windows(counter: TokenCounter, start: int, end: int, size: int, overlap: int) -> list[tuple[int, int]]:
-    """Fixed windows of ``size`` tokens, each overlapping the previous by ``overlap`` tokens."""
+    """Windows of at most ``size`` tokens, each overlapping the previous by about ``overlap`` tokens.
+
+    Windows start and end on word boundaries (a token glued to the previous one, like a
+    ``##piece``, never starts a window): a window cut mid-word would re-tokenize longer than
+    ``size`` on its own. A single word longer than the window is cut hard."""
     toks = counter.token_spans(start, end)
     if not toks:
         return []
-    out, step, i = [], size - overlap, 0
+    n = len(toks)
+    word_start = [i == 0 or toks[i][0] > toks[i - 1][1] for i in range(n)]
+    out, i = [], 0
     while True:
-        window = toks[i : i + size]
-        out.append((window[0][0], window[-1][1]))
-        if i + size >= len(toks):
+        stop = min(i + size, n)
+        if stop < n:
+            snapped = stop
+            while snapped > i + 1 and not word_start[snapped]:
+                snapped -= 1
+            stop = snapped if snapped > i + 1 or word_start[snapped] else stop
+        out.append((toks[i][0], toks[stop - 1][1]))
+        if stop >= n:
             break
-        i += step
+        nxt = max(stop - overlap, i + 1)
+        while nxt < stop and not word_start[nxt]:
+            nxt += 1
+        i = nxt
     return out
 
 

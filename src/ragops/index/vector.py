@@ -76,12 +76,16 @@ class VectorIndex:
         k = min(k, len(self))
         if k <= 0:
             return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
-        params = None
+        params = selector = None
         if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+            # SWIG does not keep the selector alive through the params object: hold it here.
+            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
             if self.config.vector_index == "hnsw":
-                params = faiss.SearchParametersHNSW(sel=params.sel, efSearch=max(self.config.hnsw_ef_search, k))
+                params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.config.hnsw_ef_search, k))
+            else:
+                params = faiss.SearchParameters(sel=selector)
         scores, ids = self.index.search(query, k, params=params)
+        del selector
         return scores, ids
 
     def save(self, path: Path) -> None:
