@@ -11,6 +11,8 @@ def settings_for(target: str | None = None, overrides=None, root=None):
     notebook uses. Outside a bundle checkout, the defaults plus the overrides."""
     from ragops.config import Settings
 
+    # Empty values (an unset notebook widget, a blank parameter) mean "keep the target's value".
+    overrides = {k: v for k, v in dict(overrides or {}).items() if v not in (None, "")}
     bundle_root = root or find_bundle_root()
     if bundle_root is None:
         return Settings.from_variables({"target": target or "local", **dict(overrides or {})})

@@ -192,7 +192,7 @@ def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], cwd: P
 
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
-        str(path), str(output), parameters=dict(parameters), kernel_name="python3", cwd=str(cwd),
+        str(path), str(output), parameters=dict(parameters), kernel_name="python3", language="python", cwd=str(cwd),
         progress_bar=False, log_output=False,
     )
     return output

@@ -143,6 +143,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for key, value in _pairs(args.filter, "--filter").items():
         filters.setdefault(key, []).append(value)
     mode = args.mode or settings.index.default_mode
+    items = _read_queries(Path(args.queries)) if args.queries else []  # bad input fails before loading
     try:
         searcher = Searcher.open(settings)
     except SnapshotNotFoundError as exc:
@@ -150,7 +151,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     fields = ("chunk_id", "doc_id", "source_uri", "title", "section", "score", "text")
 
     if args.queries:
-        items = _read_queries(Path(args.queries))
         batch = 64
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
@@ -217,18 +217,12 @@ def cmd_index_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from ragops.lakehouse import TABLES, open_lakehouse
+    from ragops.lakehouse import describe_tables, open_lakehouse
 
     settings = load_settings(args)
-    rows = []
     with open_lakehouse(settings) as lh:
-        for name in TABLES:
-            if lh.exists(name):
-                version = lh.version(name)
-                count = len(lh.read(name, [TABLES[name].keys[0]]))
-                rows.append({"table": name, "version": version, "rows": count, "location": lh.location(name)})
-            else:
-                rows.append({"table": name, "version": None, "rows": 0, "location": lh.location(name)})
+        frame = describe_tables(lh)
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
     if args.json:
         print(json.dumps(rows))
         return 0

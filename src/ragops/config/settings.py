@@ -136,6 +136,10 @@ class Settings:
         """Three-level Unity Catalog / metastore name of a table."""
         return f"{self.catalog}.{self.schema}.{table}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Flat, JSON-friendly view (for notebooks, logs and MLflow params)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def from_variables(cls, variables: Mapping[str, Any], base_dir: Path | None = None) -> Settings:

@@ -39,4 +39,8 @@ def get_embedder(config: EmbeddingConfig) -> Embedder:
     raise ValueError(f"embedding_backend={config.backend!r}: use local, openai or databricks")
 
 
-__all__ = ["Embedder", "EmbeddingError", "ModelNotFoundError", "embedder_identity", "get_embedder", "resolve_model_path"]
+from ragops.embedding.embed import EmbedSummary, run_embedding  # noqa: E402 - needs get_embedder above
+
+__all__ = [
+    "EmbedSummary",
+    "run_embedding","Embedder", "EmbeddingError", "ModelNotFoundError", "embedder_identity", "get_embedder", "resolve_model_path"]

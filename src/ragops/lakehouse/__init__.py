@@ -6,6 +6,7 @@ from ragops.lakehouse.base import (
     LakehouseError,
     TableNotFoundError,
     WriteResult,
+    describe_tables,
     open_lakehouse,
 )
 from ragops.lakehouse.schemas import TABLES, SchemaError, TableSpec, spec, validate
@@ -19,6 +20,7 @@ __all__ = [
     "TableNotFoundError",
     "TableSpec",
     "WriteResult",
+    "describe_tables",
     "open_lakehouse",
     "spec",
     "validate",

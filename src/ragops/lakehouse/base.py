@@ -150,6 +150,24 @@ class Lakehouse(ABC):
         self.close()
 
 
+def describe_tables(lh: Lakehouse) -> pd.DataFrame:
+    """Every declared table with its current version, row count and location (None if missing)."""
+    from ragops.lakehouse.schemas import TABLES
+
+    rows = []
+    for name, ts in TABLES.items():
+        exists = lh.exists(name)
+        rows.append({
+            "table": name,
+            "version": lh.version(name) if exists else None,
+            "rows": len(lh.read(name, [ts.keys[0]])) if exists else 0,
+            "change_data_feed": ts.change_data_feed,
+            "location": lh.location(name),
+            "description": ts.description,
+        })
+    return pd.DataFrame(rows)
+
+
 def open_lakehouse(settings: Settings) -> Lakehouse:
     """The engine the target asks for. Only the Spark engine imports pyspark."""
     if settings.engine == "spark":

@@ -1,0 +1,74 @@
+"""The ``ragops`` command line, called as a user would (in-process for speed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragops.cli.main import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_validate_ok(capsys):
+    code, out, _ = run_cli(capsys, "bundle", "validate", "--target", "prod")
+    assert code == 0 and "is valid for target 'prod'" in out
+
+
+def test_search_json_and_batch(built, capsys, tmp_path):
+    settings, _ = built
+    root = f"root={settings.root}"
+    code, out, _ = run_cli(capsys, "search", "default retention period", "--json", "--k", "3", "--var", root)
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["mode"] == "hybrid" and len(payload["results"]) == 3
+    assert set(payload["results"][0]) >= {"chunk_id", "doc_id", "source_uri", "score", "text"}
+
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": "a", "text": "collector port"}\n\n{"id": 7, "text": "retention"}\n')
+    code, out, _ = run_cli(capsys, "search", "--queries", str(queries), "--k", "2", "--mode", "keyword", "--var", root)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [line["id"] for line in lines] == ["a", 7]
+    assert all(len(line["results"]) == 2 for line in lines)
+
+
+def test_search_human_output_and_filter(built, capsys):
+    settings, _ = built
+    code, out, _ = run_cli(capsys, "search", "port", "--filter", "source_uri=reference/*", "--var", f"root={settings.root}")
+    assert code == 0 and "reference/" in out and "guides/" not in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "--queries", "/nonexistent.jsonl"], "no such file"),
+        (["search", "x", "--var", "nonsense"], "expected NAME=VALUE"),
+        (["search", "x", "--var", "colour=red"], "no such variable"),
+        (["bundle", "run", "nope_job"], "no job 'nope_job'"),
+    ],
+)
+def test_errors_are_one_clear_line(capsys, args, message):
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and message in err
+
+
+def test_bad_queries_file_names_the_line(capsys, tmp_path, built):
+    settings, _ = built
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "text": "ok"}\n{"id": 2}\n')
+    code, _, err = run_cli(capsys, "search", "--queries", str(bad), "--var", f"root={settings.root}")
+    assert code == 2 and "bad.jsonl:2" in err
+
+
+def test_index_status_and_tables(built, capsys):
+    settings, _ = built
+    code, out, _ = run_cli(capsys, "index", "status", "--var", f"root={settings.root}")
+    assert code == 0 and out.startswith("* v")
+    code, out, _ = run_cli(capsys, "tables", "--json", "--var", f"root={settings.root}")
+    tables = {t["table"]: t for t in json.loads(out)}
+    assert tables["raw_documents"]["rows"] > 40 and tables["feedback"]["version"] is None

@@ -1,0 +1,206 @@
+"""The numbered notebooks run top to bottom, in lifecycle order, and show what they say they do.
+
+``00_setup`` → ``01_ingest`` → ``02_chunk_embed`` → ``03_index_sync`` are executed with papermill
+against a five-file corpus, sharing one lakehouse root (the way a user runs them one after the
+other). Table state is checked through the ragops API; what a user would read is checked in the
+executed notebooks' outputs. Every notebook in ``notebooks/`` is also held to the style rules:
+a ``parameters`` cell, no function or class definitions, outputs stripped.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from ragops.bundle import settings_for
+from ragops.index import SnapshotStore
+from ragops.lakehouse import TABLES, open_lakehouse
+from tests.conftest import copy_corpus
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK_DIR = REPO / "notebooks"
+PIPELINE = ["00_setup", "01_ingest", "02_chunk_embed", "03_index_sync"]
+ALL_NOTEBOOKS = sorted({*NOTEBOOK_DIR.glob("*.ipynb"), *(NOTEBOOK_DIR / f"{n}.ipynb" for n in PIPELINE)})
+
+#: One file per loader the pipeline notebooks exercise, plus one that must be rejected.
+CORPUS_FILES = [
+    "guides/collector-setup.md",
+    "reference/ports-and-protocols.html",
+    "pricing/support-sla.pdf",
+    "troubleshooting/clock-skew.txt",
+    "broken/truncated.pdf",
+]
+EXPECTED_DOCS = set(CORPUS_FILES) - {"broken/truncated.pdf"}
+#: The best match for the default ``query`` of 03_index_sync ("collector port") in every mode.
+SAMPLE_QUERY_HIT = "reference/ports-and-protocols.html"
+
+DEFINITION = re.compile(r"^\s*(async\s+def|def|class)\s", re.MULTILINE)
+
+
+class NotebookRun:
+    """Executes the pipeline notebooks in order, each at most once, into one shared state root."""
+
+    def __init__(self, base: Path) -> None:
+        self.corpus = copy_corpus(base / "corpus", CORPUS_FILES)
+        self.root = base / "state"
+        self.out = base / "executed"
+        self.out.mkdir()
+        self.executed: dict[str, nbformat.NotebookNode] = {}
+
+    @property
+    def settings(self):
+        return settings_for("local", {"root": str(self.root), "source_path": str(self.corpus)}, root=REPO)
+
+    def execute(self, name: str, output_name: str | None = None) -> nbformat.NotebookNode:
+        output = self.out / f"{output_name or name}.ipynb"
+        papermill.execute_notebook(
+            str(NOTEBOOK_DIR / f"{name}.ipynb"),
+            str(output),
+            kernel_name="python3",
+            parameters=dict(root=str(self.root), source_path=str(self.corpus)),
+            cwd=str(REPO),
+            progress_bar=False,
+            execution_timeout=300,
+        )
+        return nbformat.read(output, as_version=4)
+
+    def upto(self, name: str) -> nbformat.NotebookNode:
+        """Run every notebook up to and including ``name`` that has not run yet; ``name``'s result."""
+        for step in PIPELINE[: PIPELINE.index(name) + 1]:
+            if step not in self.executed:
+                self.executed[step] = self.execute(step)
+        return self.executed[name]
+
+
+@pytest.fixture(scope="module")
+def notebooks(tmp_path_factory) -> NotebookRun:
+    return NotebookRun(tmp_path_factory.mktemp("notebooks"))
+
+
+def shown(nb: nbformat.NotebookNode, tag: str | None = None) -> str:
+    """Everything the code cells (only those tagged ``tag``, if given) display as text."""
+    parts: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or (tag and tag not in cell.metadata.get("tags", [])):
+            continue
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts += [str(v) for k, v in out.get("data", {}).items() if k.startswith("text/")]
+    return "\n".join(parts)
+
+
+def shown_mime_types(nb: nbformat.NotebookNode) -> set[str]:
+    return {mime for cell in nb.cells for out in cell.get("outputs", []) for mime in out.get("data", {})}
+
+
+# --- style: every notebook -------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_follows_the_notebook_style(path: Path):
+    assert path.is_file(), f"{path.relative_to(REPO)} is missing"
+    nb = nbformat.read(path, as_version=4)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+
+    assert nb.cells[0].cell_type == "markdown", "the first cell should say what the notebook does and which job runs it"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code", "exactly one code cell must be tagged `parameters`"
+    for cell in code_cells:
+        assert not DEFINITION.search(cell.source), (
+            f"{path.name}: notebooks hold no logic; move this definition into src/ragops:\n{cell.source}"
+        )
+        assert not cell.get("outputs") and cell.get("execution_count") is None, (
+            f"{path.name}: outputs must be stripped before committing (cell: {cell.source[:60]!r})"
+        )
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+@pytest.mark.parametrize("name", PIPELINE)
+def test_pipeline_notebook_parameters_default_to_the_bundle(name: str):
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    defaults = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign)
+    }
+    assert {"target": "local", "root": "", "source_path": ""}.items() <= defaults.items()
+    assert "ingest_job" in nb.cells[0].source, "the first cell should name the bundle job that runs this step"
+
+
+def test_python3_kernel_runs_this_environment():
+    """papermill's ``python3`` kernel must be this interpreter, or the notebooks import another ragops."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    exe = KernelSpecManager().get_kernel_spec("python3").argv[0]
+    if exe not in {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}:  # else sys.executable
+        assert Path(exe).absolute().parent == Path(sys.executable).absolute().parent, (
+            f"the python3 kernel runs {exe}, not {sys.executable}; "
+            "run `python -m ipykernel install --sys-prefix` with this environment's python"
+        )
+
+
+# --- execution, in lifecycle order ------------------------------------------------------------
+
+def test_00_setup_shows_the_target_and_creates_every_table(notebooks: NotebookRun):
+    nb = notebooks.upto("00_setup")
+
+    assert str(notebooks.root) in shown(nb), "the resolved settings should show the root passed as a parameter"
+    assert "raw_documents" in shown(nb) and "inference_log" in shown(nb)
+    with open_lakehouse(notebooks.settings) as lh:
+        missing = [t for t in TABLES if not lh.exists(t)]
+    assert not missing, f"00_setup did not create {missing}"
+
+
+def test_01_ingest_loads_the_documents_and_shows_the_rejected_file(notebooks: NotebookRun):
+    nb = notebooks.upto("01_ingest")
+
+    with open_lakehouse(notebooks.settings) as lh:
+        docs = lh.read("raw_documents", ["doc_id"])
+        rejected = lh.read("rejected_documents", ["source_uri", "reason_code"])
+    assert set(docs["doc_id"]) == EXPECTED_DOCS
+    assert rejected.to_dict("records") == [{"source_uri": "broken/truncated.pdf", "reason_code": "parse_error"}]
+    assert "broken/truncated.pdf" in shown(nb) and "parse_error" in shown(nb)
+
+
+def test_02_chunk_embed_embeds_every_chunk_and_plots_their_lengths(notebooks: NotebookRun):
+    nb = notebooks.upto("02_chunk_embed")
+
+    with open_lakehouse(notebooks.settings) as lh:
+        chunks = lh.read("chunks", ["chunk_id", "doc_id"])
+        embeddings = lh.read("embeddings", ["chunk_id"])
+    assert set(chunks["doc_id"]) == EXPECTED_DOCS
+    assert sorted(embeddings["chunk_id"]) == sorted(chunks["chunk_id"])
+    assert "image/png" in shown_mime_types(nb), "the chunk length histogram is missing"
+
+
+def test_03_index_sync_publishes_a_snapshot_and_finds_the_sample_query(notebooks: NotebookRun):
+    nb = notebooks.upto("03_index_sync")
+
+    settings = notebooks.settings
+    manifest = SnapshotStore(settings.index_root).manifest()
+    assert manifest is not None, "03_index_sync published no index snapshot"
+    with open_lakehouse(settings) as lh:
+        assert manifest.source_version == lh.version("embeddings")
+        assert manifest.counts["chunks"] == len(lh.read("embeddings", ["chunk_id"]))
+    assert manifest.snapshot_id in shown(nb)
+    for mode in ("vector", "keyword", "hybrid"):
+        assert SAMPLE_QUERY_HIT in shown(nb, tag=f"search_{mode}"), f"{mode} search results do not show {SAMPLE_QUERY_HIT}"
+
+
+def test_rerunning_ingest_over_unchanged_documents_writes_nothing(notebooks: NotebookRun):
+    notebooks.upto("03_index_sync")
+    with open_lakehouse(notebooks.settings) as lh:
+        before = lh.version("raw_documents")
+
+    notebooks.execute("01_ingest", output_name="01_ingest-rerun")
+
+    with open_lakehouse(notebooks.settings) as lh:
+        assert lh.version("raw_documents") == before
