@@ -5,7 +5,6 @@ from ragops.bundle.runner import JobRun, TaskRun, run_job
 from ragops.bundle.validate import Issue, validate, validate_bundle
 
 
-
 def settings_for(target: str | None = None, overrides=None, root=None):
     """Settings of a bundle target (+ ``--var``-style overrides): what every command, job and
     notebook uses. Outside a bundle checkout, the defaults plus the overrides."""

@@ -1,6 +1,6 @@
 """FAISS vector + BM25 keyword index snapshots, synced from the embeddings change feed."""
 
-from ragops.index.search import SearchResult, Searcher
+from ragops.index.search import Searcher, SearchResult
 from ragops.index.snapshot import Manifest, Snapshot, SnapshotNotFoundError, SnapshotStore
 from ragops.index.sync import SyncSummary, run_index_sync
 

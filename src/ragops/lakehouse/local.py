@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
-from deltalake.exceptions import CommitFailedError, TableNotFoundError as DeltaTableNotFound
+from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
 
 from ragops.config import Settings
 from ragops.lakehouse.base import (
