@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ragops.config import IngestConfig, Settings
-from ragops.ingest.loaders import LoadResult, load_bytes, records_from_table
+from ragops.ingest.loaders import LoadError, LoadResult, Rejection, load_bytes, records_from_table
 from ragops.lakehouse import Lakehouse
 from ragops.lakehouse.schemas import RAW_DOCUMENTS, utcnow
 
@@ -136,10 +136,7 @@ def load_files(batch: pd.DataFrame, *, source: str, config: IngestConfig) -> pd.
             try:
                 data = Path(path).read_bytes()
             except OSError as exc:
-                result = LoadResult()
-                from ragops.ingest.loaders import Rejection
-
-                result.rejections.append(Rejection(rel, Path(rel).suffix.lstrip("."), "unreadable", str(exc)))
+                result = LoadResult(rejections=[Rejection(rel, Path(rel).suffix.lstrip("."), "unreadable", str(exc))])
                 rows += _result_rows(result, source, int(size), rel)
                 continue
         result = load_bytes(data, rel, max_bytes=config.max_bytes, columns=cols)
@@ -159,8 +156,6 @@ def _load_delta_source(source: str, config: IngestConfig) -> pd.DataFrame:
         raise SourceError(f"source_path {source}: not a readable Delta table ({exc})") from exc
     rel = Path(path).name
     cols = (config.id_column, config.title_column, config.text_column)
-    from ragops.ingest.loaders import LoadError, Rejection
-
     try:
         result = records_from_table(table.to_pylist(), table.column_names, rel, "delta", cols)
     except LoadError as exc:
@@ -218,8 +213,6 @@ def run_ingest(lh: Lakehouse, settings: Settings) -> IngestSummary:
         for d in existing["doc_id"]
         if d not in current_ids and (origin_of(d) not in present_rels or origin_of(d) not in damaged_rels)
     ]
-    if to_write.empty and not gone:
-        log.info("ingest: %d documents, none new or changed", len(docs))
     result = lh.upsert("raw_documents", to_write)
     deleted = lh.delete("raw_documents", "doc_id", gone)
     summary.deleted = len(gone)
