@@ -8,8 +8,9 @@ from ragops.config.settings import (
     EmbeddingConfig,
     IndexConfig,
     IngestConfig,
+    LLMConfig,
     Settings,
     config_hash,
 )
 
-__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "ChunkingConfig", "EmbeddingConfig", "IndexConfig", "IngestConfig", "Settings", "config_hash"]
+__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "ChunkingConfig", "EmbeddingConfig", "IndexConfig", "IngestConfig", "LLMConfig", "Settings", "config_hash"]

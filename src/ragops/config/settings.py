@@ -82,6 +82,24 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
+class LLMConfig:
+    """Which chat model answers, and how it generates."""
+
+    backend: str = "local"  # local | openai | databricks
+    model: str = "SmolLM2-135M-Instruct"
+    endpoint: str = ""  # base URL for openai, serving endpoint name for databricks
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "openai", "databricks"):
+            raise ValueError(f"llm_backend={self.backend!r}: use local, openai or databricks")
+        if self.max_new_tokens < 1:
+            raise ValueError("llm_max_new_tokens must be at least 1")
+
+
+@dataclass(frozen=True)
 class IndexConfig:
     """Vector index type and search defaults."""
 
@@ -113,6 +131,7 @@ class Settings:
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -178,6 +197,14 @@ class Settings:
             vector_index=str(v.get("vector_index", IndexConfig.vector_index)),
             default_mode=str(v.get("search_mode", IndexConfig.default_mode)),
         )
+        llm = LLMConfig(
+            backend=str(v.get("llm_backend", LLMConfig.backend)),
+            model=str(v.get("llm_model", LLMConfig.model)),
+            endpoint=str(v.get("llm_endpoint", LLMConfig.endpoint)),
+            max_new_tokens=int(v.get("llm_max_new_tokens", LLMConfig.max_new_tokens)),
+            temperature=float(v.get("llm_temperature", LLMConfig.temperature)),
+            top_p=float(v.get("llm_top_p", LLMConfig.top_p)),
+        )
         source = str(v.get("source_path", cls.source_path))
         if "://" not in source and not source.startswith(("delta:", "table:")):
             source = str(path_var("source_path", cls.source_path))
@@ -194,4 +221,5 @@ class Settings:
             chunking=chunking,
             embedding=embedding,
             index=index,
+            llm=llm,
         )
