@@ -232,6 +232,120 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- model: ask / serve / promote --------------------------------------------------------
+
+def _model_uri(args: argparse.Namespace, settings) -> str:
+    from ragops.models.registry import ModelNotRegisteredError, default_model_uri
+
+    if args.model_uri:
+        return args.model_uri
+    try:
+        return default_model_uri(settings)
+    except ModelNotRegisteredError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _version_of(uri: str, settings) -> str | None:
+    """models:/name@alias or models:/name/N → the version number it points at."""
+    from ragops.models.registry import alias_version
+
+    tail = uri.removeprefix("models:/")
+    if "@" in tail:
+        return alias_version(settings, tail.split("@", 1)[1])
+    parts = tail.split("/")
+    return parts[1] if len(parts) > 1 and parts[1].isdigit() else None
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from ragops.tracking import configure_mlflow
+
+    settings = load_settings(args)
+    configure_mlflow(settings)
+    uri = _model_uri(args, settings)
+    model = mlflow.pyfunc.load_model(uri)
+    out = model.predict({"messages": [{"role": "user", "content": args.question}]})
+    result = {
+        "answer": out["answer"],
+        "sources": [{k: s[k] for k in ("doc_id", "source_uri", "chunk_id", "score")} for s in out["sources"]],
+        "model_uri": uri,
+        "model_version": _version_of(uri, settings),
+        "trace_id": out.get("trace_id"),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(result["answer"])
+    if result["sources"]:
+        print("\nsources:")
+        for i, src in enumerate(result["sources"], start=1):
+            print(f"  [{i}] {src['source_uri']}  ({src['chunk_id']})")
+    print(f"\n{uri} (version {result['model_version']}), trace {result['trace_id']}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from ragops.tracking import configure_mlflow
+
+    settings = load_settings(args)
+    configure_mlflow(settings, experiment=False)
+    uri = _model_uri(args, settings)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+           # CPU generation can take a while; MLflow's default request timeout is 60 s.
+           "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(args.request_timeout)}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+           "-h", args.host, "-p", str(args.port), "-w", str(args.workers)]
+    print(f"serving {uri} (version {_version_of(uri, settings)}) at http://{args.host}:{args.port}/invocations "
+          f"(health: /ping); Ctrl-C stops it", flush=True)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_model_promote(args: argparse.Namespace) -> int:
+    from ragops.models.registry import ModelNotRegisteredError, promote
+
+    settings = load_settings(args)
+    try:
+        change = promote(settings, args.version, args.from_alias, args.alias)
+    except ModelNotRegisteredError as exc:
+        raise CliError(str(exc)) from exc
+    print(json.dumps(change.to_dict()) if args.json else
+          f"{change.model_name}@{change.alias} → version {change.version} (was {change.previous_version})")
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from ragops.tracking import configure_mlflow
+
+    settings = load_settings(args)
+    client = configure_mlflow(settings, experiment=False)
+    name = settings.registered_model_name
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+        by_version: dict[str, list[str]] = {}
+        for alias, version in client.get_registered_model(name).aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+    except Exception as exc:
+        raise CliError(f"cannot list versions of {name!r}: {exc}") from exc
+    rows = sorted(({"version": v.version, "aliases": sorted(by_version.get(str(v.version), [])), "run_id": v.run_id,
+                    "index_snapshot": v.tags.get("index_snapshot"), "prompt_version": v.tags.get("prompt_version")}
+                   for v in versions), key=lambda r: int(r["version"]))
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"no versions of {name!r} in {settings.tracking_uri}")
+    for r in [] if args.json else rows:
+        aliases = ",".join("@" + a for a in r["aliases"])
+        print(f"{name} v{r['version']:<4} {aliases:<24} snapshot {r['index_snapshot']}  prompt v{r['prompt_version']}")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +386,36 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(fn=cmd_index_status)
 
+    p = sub.add_parser("ask", help="ask the registered RAG chain a question")
+    p.add_argument("question")
+    p.add_argument("--model-uri", help="default: models:/rag_chain@champion (else @challenger)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_ask)
+
+    p = sub.add_parser("serve", help="serve the registered chain over HTTP (MLflow scoring server)")
+    p.add_argument("--model-uri", help="default: models:/rag_chain@champion (else @challenger)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5050)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--request-timeout", type=int, default=600)
+    _common(p)
+    p.set_defaults(fn=cmd_serve)
+
+    model = sub.add_parser("model", help="registered chain versions and aliases")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    p = msub.add_parser("promote", help="point @champion at a version (default: the @challenger)")
+    p.add_argument("--version")
+    p.add_argument("--from-alias", default="challenger")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_model_promote)
+    p = msub.add_parser("list", help="versions with aliases and lineage")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_model_list)
+
     p = sub.add_parser("tables", help="lakehouse tables with versions and row counts")
     p.add_argument("--json", action="store_true")
     _common(p)
@@ -282,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level or ("WARNING" if getattr(args, "json", False) or args.command == "search" else None))
+    quiet = getattr(args, "json", False) or args.command in ("search", "ask")
+    setup_logging(args.log_level or ("WARNING" if quiet else None))
     try:
         return int(args.fn(args) or 0)
     except CliError as exc:

@@ -4,6 +4,7 @@ from ragops.config.settings import (
     CHUNK_STRATEGIES,
     ENGINES,
     SEARCH_MODES,
+    ChainConfig,
     ChunkingConfig,
     EmbeddingConfig,
     IndexConfig,
@@ -13,4 +14,4 @@ from ragops.config.settings import (
     config_hash,
 )
 
-__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "ChunkingConfig", "EmbeddingConfig", "IndexConfig", "IngestConfig", "LLMConfig", "Settings", "config_hash"]
+__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "ChainConfig", "ChunkingConfig", "EmbeddingConfig", "IndexConfig", "IngestConfig", "LLMConfig", "Settings", "config_hash"]

@@ -91,6 +91,8 @@ class LLMConfig:
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
+    #: >1 discourages repetition, but also penalises copying facts from the context: keep 1.0 for RAG
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "openai", "databricks"):
@@ -116,6 +118,26 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class ChainConfig:
+    """The RAG chain: how it retrieves, which prompt (registry name@alias) and which LLM."""
+
+    search_mode: str = "hybrid"
+    k: int = 4
+    #: chunks less similar (cosine) to the question than this are not context; none left → "I don't know"
+    min_similarity: float = 0.25
+    prompt_name: str = "rag_answer"
+    prompt_alias: str = "production"
+    max_context_chars: int = 6000
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+    def __post_init__(self) -> None:
+        if self.search_mode not in SEARCH_MODES:
+            raise ValueError(f"chain_search_mode={self.search_mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        if self.k < 1:
+            raise ValueError("chain_k must be at least 1")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a job needs to know about one target."""
 
@@ -131,7 +153,14 @@ class Settings:
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
-    llm: LLMConfig = field(default_factory=LLMConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    mlflow_tracking_uri: str = ""  # empty: sqlite under root; "databricks" on a workspace
+    model_name: str = "rag_chain"
+    experiment: str = "ragops"
+
+    @property
+    def llm(self) -> LLMConfig:
+        return self.chain.llm
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -146,6 +175,21 @@ class Settings:
     def index_root(self) -> Path:
         """Where index snapshots live (one folder per catalog.schema, so targets do not mix)."""
         return self.root / "index" / self.catalog / self.schema
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def registered_model_name(self) -> str:
+        """``rag_chain`` in a local registry; ``<catalog>.<schema>.rag_chain`` in Unity Catalog."""
+        if self.mlflow_tracking_uri.startswith("databricks") and "." not in self.model_name:
+            return f"{self.catalog}.{self.schema}.{self.model_name}"
+        return self.model_name
 
     def table_path(self, table: str) -> Path:
         """Local (delta-rs) location of a table."""
@@ -221,5 +265,15 @@ class Settings:
             chunking=chunking,
             embedding=embedding,
             index=index,
-            llm=llm,
+            chain=ChainConfig(
+                search_mode=str(v.get("chain_search_mode", ChainConfig.search_mode)),
+                k=int(v.get("chain_k", ChainConfig.k)),
+                min_similarity=float(v.get("chain_min_similarity", ChainConfig.min_similarity)),
+                prompt_name=str(v.get("prompt_name", ChainConfig.prompt_name)),
+                prompt_alias=str(v.get("prompt_alias", ChainConfig.prompt_alias)),
+                llm=llm,
+            ),
+            mlflow_tracking_uri=str(v.get("mlflow_tracking_uri", "")),
+            model_name=str(v.get("model_name", cls.model_name)),
+            experiment=str(v.get("experiment", cls.experiment)),
         )

@@ -28,6 +28,10 @@ class SearchResult:
     score: float
     text: str
     rank: int
+    #: cosine similarity to the query (calibrated: what "relevant" thresholds use), in every mode
+    vector_score: float | None = None
+    #: BM25 score when the chunk matched keywords
+    keyword_score: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,25 +106,40 @@ class Searcher:
             return [[] for _ in queries]
         mask = self._mask(filters)
         depth = max(k, 100) if mode == "hybrid" else k
-        qvecs = self.embedder.encode(list(queries)) if mode != "keyword" else None
+        qvecs = self.embedder.encode(list(queries))
         out = []
         for i, query in enumerate(queries):
+            vec: list[tuple[int, float]] = []
+            kw: list[tuple[int, float]] = []
             if mode == "vector":
-                ranked = self._vector(qvecs[i : i + 1], k, mask)
+                ranked = vec = self._vector(qvecs[i : i + 1], k, mask)
             elif mode == "keyword":
-                ranked = self._keyword(query, k, mask)
+                ranked = kw = self._keyword(query, k, mask)
             else:
                 vec = self._vector(qvecs[i : i + 1], depth, mask)
                 kw = self._keyword(query, depth, mask)
                 ranked = reciprocal_rank_fusion(
                     [[p for p, _ in vec], [p for p, _ in kw]], k=self.rrf_k, weights=self.hybrid_weights
                 )[:k]
-            out.append([self._result(pos, score, rank) for rank, (pos, score) in enumerate(ranked, start=1)])
+            cos, bm25 = dict(vec), dict(kw)
+            results = []
+            for rank, (pos, score) in enumerate(ranked, start=1):
+                similarity = cos.get(pos)
+                if similarity is None:  # a keyword-only hit: score it against the query vector too
+                    similarity = float(self._vector_of(pos) @ qvecs[i])
+                results.append(self._result(pos, score, rank, similarity, bm25.get(pos)))
+            out.append(results)
         return out
 
-    def _result(self, pos: int, score: float, rank: int) -> SearchResult:
+    def _vector_of(self, pos: int) -> np.ndarray:
+        return self.snapshot.vectors.index.reconstruct(int(self._rows["faiss_id"].iat[pos]))
+
+    def _result(self, pos: int, score: float, rank: int, similarity: float | None = None,
+                keyword: float | None = None) -> SearchResult:
         r = self._rows.iloc[pos]
         return SearchResult(
             chunk_id=r.chunk_id, doc_id=r.doc_id, source_uri=r.source_uri, title=r.title or "",
             section=r.section or "", score=round(float(score), 6), text=r.text, rank=rank,
+            vector_score=None if similarity is None else round(float(similarity), 6),
+            keyword_score=None if keyword is None else round(float(keyword), 6),
         )

@@ -104,13 +104,16 @@ class SnapshotStore:
                 out.append(Manifest(**json.loads((p / "manifest.json").read_text())))
         return out
 
-    def load(self, snapshot_id: str | None = None, config: IndexConfig | None = None) -> Snapshot:
+    def load(self, snapshot_id: str | None = None, config: IndexConfig | None = None,
+             path: Path | None = None) -> Snapshot:
+        """Load a snapshot by id (default: the current one), or from an explicit folder (a copy
+        packaged with a model)."""
         sid = snapshot_id or self.current_id()
-        if sid is None:
+        if sid is None and path is None:
             raise SnapshotNotFoundError(
                 f"no index snapshot under {self.root}; run `ragops bundle run ingest_job` first"
             )
-        path = self.snapshots / sid
+        path = Path(path) if path is not None else self.snapshots / sid
         if not (path / "manifest.json").exists():
             raise SnapshotNotFoundError(f"index snapshot {sid} not found under {self.snapshots}")
         manifest = Manifest(**json.loads((path / "manifest.json").read_text()))

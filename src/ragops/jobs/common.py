@@ -37,13 +37,17 @@ def parse_named_parameters(argv: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def run_task(name: str, stage: Callable[[Lakehouse, Settings], Any], argv: Sequence[str] | None = None) -> int:
+def run_task(name: str, stage: Callable[[Lakehouse | None, Settings], Any], argv: Sequence[str] | None = None,
+             *, needs_lakehouse: bool = True) -> int:
     setup_logging()
     params = parse_named_parameters(sys.argv[1:] if argv is None else argv)
     settings = Settings.from_variables(params)
     started = time.perf_counter()
-    with open_lakehouse(settings) as lh:
-        summary = stage(lh, settings)
+    if needs_lakehouse:
+        with open_lakehouse(settings) as lh:
+            summary = stage(lh, settings)
+    else:  # e.g. logging a model from an index snapshot: no tables are touched
+        summary = stage(None, settings)
     payload = summary.to_dict() if hasattr(summary, "to_dict") else summary
     log.info("%s finished in %.1fs", name, time.perf_counter() - started)
     print(json.dumps({"task": name, "summary": payload}, default=str))

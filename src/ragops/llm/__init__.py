@@ -15,7 +15,8 @@ def get_chat_model(config: LLMConfig) -> BaseChatModel:
         from ragops.llm.local import LocalChatModel
 
         return LocalChatModel(model_name=config.model, max_new_tokens=config.max_new_tokens,
-                              temperature=config.temperature, top_p=config.top_p)
+                              temperature=config.temperature, top_p=config.top_p,
+                              repetition_penalty=config.repetition_penalty)
     if config.backend == "openai":
         from ragops.llm.remote import OpenAICompatibleChatModel
 

@@ -50,6 +50,7 @@ class LocalChatModel(BaseChatModel):
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
+    repetition_penalty: float = 1.0
     device: str = "auto"
 
     @property
@@ -60,6 +61,9 @@ class LocalChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "top_p": self.top_p}
+
+    def warm(self) -> None:
+        load_transformers_model(self.model_name, self.device)
 
     def _inputs(self, messages: list[BaseMessage]):
         model, tokenizer = load_transformers_model(self.model_name, self.device)
@@ -72,6 +76,7 @@ class LocalChatModel(BaseChatModel):
         temperature = float(overrides.get("temperature", self.temperature))
         kwargs: dict[str, Any] = {
             "max_new_tokens": int(overrides.get("max_new_tokens", self.max_new_tokens)),
+            "repetition_penalty": float(overrides.get("repetition_penalty", self.repetition_penalty)),
             "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         }
         if temperature > 0:

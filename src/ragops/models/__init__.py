@@ -1,0 +1,1 @@
+"""The MLflow pyfunc that packages chain + config + index snapshot, and the registry around it."""

@@ -1,0 +1,66 @@
+"""Aliases on the registered chain: resolve, promote, and remember the previous champion."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ragops.config import Settings
+from ragops.tracking import configure_mlflow
+
+PREVIOUS_CHAMPION_TAG = "previous_champion_version"
+
+
+class ModelNotRegisteredError(LookupError):
+    pass
+
+
+@dataclass
+class AliasChange:
+    model_name: str
+    alias: str
+    version: str
+    previous_version: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def alias_version(settings: Settings, alias: str) -> str | None:
+    client = configure_mlflow(settings, experiment=False)
+    try:
+        return str(client.get_model_version_by_alias(settings.registered_model_name, alias).version)
+    except Exception:
+        return None
+
+
+def default_model_uri(settings: Settings) -> str:
+    """``@champion`` if one exists, else ``@challenger`` (a chain logged but not yet promoted)."""
+    name = settings.registered_model_name
+    for alias in ("champion", "challenger"):
+        if alias_version(settings, alias) is not None:
+            return f"models:/{name}@{alias}"
+    raise ModelNotRegisteredError(
+        f"no version of {name!r} has a champion or challenger alias in {settings.tracking_uri}; "
+        "run `ragops bundle run rag_chain_job` first"
+    )
+
+
+def promote(settings: Settings, version: str | None = None, from_alias: str = "challenger",
+            alias: str = "champion") -> AliasChange:
+    """Point ``alias`` at ``version`` (default: the version ``from_alias`` points at)."""
+    client = configure_mlflow(settings, experiment=False)
+    name = settings.registered_model_name
+    if version is None:
+        version = alias_version(settings, from_alias)
+        if version is None:
+            raise ModelNotRegisteredError(f"{name!r} has no @{from_alias} version to promote")
+    try:
+        client.get_model_version(name, str(version))
+    except Exception as exc:
+        raise ModelNotRegisteredError(f"{name!r} has no version {version}") from exc
+    previous = alias_version(settings, alias)
+    client.set_registered_model_alias(name, alias, str(version))
+    if previous is not None and previous != str(version):
+        client.set_registered_model_tag(name, PREVIOUS_CHAMPION_TAG if alias == "champion" else f"previous_{alias}",
+                                        previous)
+    return AliasChange(name, alias, str(version), previous)

@@ -1,0 +1,1 @@
+"""Serving the RAG chain: Databricks Model Serving deployment (and local serving)."""

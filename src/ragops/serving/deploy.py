@@ -1,0 +1,448 @@
+"""Deploy a registered RAG chain version to a Databricks Model Serving endpoint.
+
+The chain is registered in Unity Catalog as ``<catalog>.<schema>.rag_chain``; the evaluation gate
+moves the ``champion`` alias, new versions get ``challenger``. :func:`resolve_model_version` turns an
+alias (or a plain version number) into a version, :func:`deploy_endpoint` makes one endpoint serve
+exactly that version with 100 % of the traffic:
+
+* the endpoint does not exist → ``serving_endpoints.create``;
+* it already serves that version with the same compute settings → nothing is sent ("unchanged");
+* otherwise → ``serving_endpoints.update_config``;
+
+and then polls until the endpoint is ``READY`` and no config update is in progress. A failed update
+(``UPDATE_FAILED``) or a timeout raises :class:`DeployError`, naming the endpoint.
+
+Everything goes through ``databricks-sdk``; :func:`workspace_client` builds the client with a short
+retry budget, because without a reachable workspace the SDK otherwise retries for minutes. There is
+no Databricks workspace off Databricks: serve locally with ``ragops serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ragops.serving")
+
+#: Default Model Serving endpoint name (the bundle variable ``serving_endpoint``).
+DEFAULT_ENDPOINT = "ragops-rag-chain"
+#: Registered model name under ``<catalog>.<schema>``.
+MODEL_BASENAME = "rag_chain"
+DEFAULT_RETRY_TIMEOUT_S = 30
+WORKLOAD_SIZES = ("Small", "Medium", "Large")
+LOCAL_HINT = "To serve the chain locally instead, use `ragops serve`."
+
+_AUTH_ENV = (
+    "DATABRICKS_HOST",
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_ID",
+    "DATABRICKS_CLIENT_SECRET",
+    "DATABRICKS_CONFIG_PROFILE",
+    "DATABRICKS_CONFIG_FILE",
+    "DATABRICKS_RUNTIME_VERSION",
+)
+
+
+class DeployError(RuntimeError):
+    """Deployment failed or could not start; the message says what to do about it."""
+
+
+class DeployTimeout(DeployError):
+    """The endpoint did not become ready in time (the update goes on in the workspace)."""
+
+
+@dataclass
+class DeployResult:
+    endpoint_name: str
+    model_name: str
+    version: str
+    action: str  # created | updated | unchanged
+    served_entity_name: str
+    ready: str = ""
+    config_update: str = ""
+    config_version: int | None = None
+    previous_versions: list[str] = field(default_factory=list)
+    endpoint_url: str = ""
+    waited_s: float = 0.0
+    alias: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- client ----------------------------------------------------------------------------------
+
+
+def _config_file() -> Path:
+    return Path(os.path.expanduser(os.environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg"))
+
+
+def missing_configuration(profile: str | None = None) -> list[str]:
+    """What is missing for the SDK to find a workspace (empty when something is configured)."""
+    env = {k: os.environ.get(k, "") for k in _AUTH_ENV}
+    if env["DATABRICKS_RUNTIME_VERSION"]:  # on a Databricks cluster / serverless: runtime auth
+        return []
+    if env["DATABRICKS_HOST"] and (env["DATABRICKS_TOKEN"] or env["DATABRICKS_CLIENT_ID"]):
+        return []
+    missing = []
+    if not env["DATABRICKS_HOST"]:
+        missing.append("DATABRICKS_HOST is not set")
+    if not env["DATABRICKS_TOKEN"] and not env["DATABRICKS_CLIENT_ID"]:
+        missing.append("DATABRICKS_TOKEN (or DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET) is not set")
+    cfg = _config_file()
+    if not cfg.is_file():
+        missing.append(f"{cfg} does not exist")
+    else:
+        wanted = profile or env["DATABRICKS_CONFIG_PROFILE"] or "DEFAULT"
+        if f"[{wanted}]" not in cfg.read_text(errors="replace"):
+            missing.append(f"{cfg} has no [{wanted}] profile")
+    return missing
+
+
+def _no_workspace_message(reason: str, profile: str | None = None) -> str:
+    missing = missing_configuration(profile)
+    lines = ["No Databricks workspace is configured, so the chain cannot be deployed to Model Serving."]
+    if missing:
+        lines.append("Missing: " + "; ".join(missing) + ".")
+    lines.append(
+        "Set DATABRICKS_HOST and DATABRICKS_TOKEN, or add a profile to ~/.databrickscfg "
+        "(`databricks auth login --host https://<workspace>` / `databricks configure`) and pass --profile."
+    )
+    lines.append(LOCAL_HINT)
+    lines.append(f"(databricks-sdk: {reason.splitlines()[0] if reason else 'no credentials'})")
+    return "\n".join(lines)
+
+
+def workspace_client(
+    host: str | None = None,
+    token: str | None = None,
+    profile: str | None = None,
+    *,
+    retry_timeout_seconds: int = DEFAULT_RETRY_TIMEOUT_S,
+    http_timeout_seconds: float | None = None,
+):
+    """A ``WorkspaceClient`` with a short retry budget; :class:`DeployError` if none can be configured.
+
+    ``retry_timeout_seconds`` bounds how long the SDK retries an unreachable host (its default is
+    300 s, and it is spent once while building the client and again on every call).
+    """
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.config import Config
+
+    retry = max(1, int(retry_timeout_seconds))  # the SDK treats 0 as "use the 300 s default"
+    kwargs: dict[str, Any] = {"retry_timeout_seconds": retry,
+                              "http_timeout_seconds": http_timeout_seconds or min(60, retry)}
+    if host:
+        kwargs["host"] = host
+    if token:
+        kwargs["token"] = token
+    if profile:
+        kwargs["profile"] = profile
+    try:
+        config = Config(**kwargs)
+        return WorkspaceClient(config=config)
+    except ValueError as exc:
+        raise DeployError(_no_workspace_message(str(exc), profile)) from exc
+
+
+def _call(client, what: str, fn, *args, **kwargs):
+    """Run one SDK call; API errors (except ``NotFound``, which callers handle), connection trouble
+    and auth failures become a :class:`DeployError` that says what was being done."""
+    import requests
+    from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, Unauthenticated
+
+    host = getattr(getattr(client, "config", None), "host", None) or "(unknown host)"
+    try:
+        return fn(*args, **kwargs)
+    except (TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise DeployError(
+            f"Databricks workspace {host} is not reachable ({what}): {exc}. Check DATABRICKS_HOST / the "
+            f"profile's host and your network. {LOCAL_HINT}"
+        ) from exc
+    except Unauthenticated as exc:
+        raise DeployError(
+            f"Databricks workspace {host} rejected the credentials ({what}): {exc}. Check DATABRICKS_TOKEN "
+            "or the profile in ~/.databrickscfg."
+        ) from exc
+    except PermissionDenied as exc:
+        raise DeployError(f"Permission denied on {host} ({what}): {exc}") from exc
+    except NotFound:
+        raise
+    except DatabricksError as exc:
+        code = getattr(exc, "error_code", None) or type(exc).__name__
+        raise DeployError(f"{what} failed on {host}: {code}: {exc}") from exc
+
+
+# --- model version -----------------------------------------------------------------------------
+
+
+def default_model_name(catalog: str, schema: str) -> str:
+    return f"{catalog}.{schema}.{MODEL_BASENAME}"
+
+
+def resolve_model_version(client, model_name: str, alias_or_version: str | int) -> str:
+    """``"3"`` → ``"3"``; ``"champion"`` / ``"challenger"`` (any alias) → the version it points at.
+
+    Aliases are looked up in the Unity Catalog registry (``model_versions.get_by_alias``), so
+    ``model_name`` must be three-level (``catalog.schema.model``).
+    """
+    from databricks.sdk.errors import NotFound
+
+    ref = str(alias_or_version).strip().removeprefix("@")
+    if not ref:
+        raise DeployError(f"no model version or alias given for {model_name}")
+    if ref.isdigit():
+        if int(ref) < 1:
+            raise DeployError(f"model version must be >= 1, got {ref!r}")
+        return str(int(ref))
+    if not re.fullmatch(r"[A-Za-z_][\w-]*", ref):
+        raise DeployError(f"{ref!r} is neither a model version number nor an alias name")
+    if model_name.count(".") != 2:
+        raise DeployError(
+            f"alias {ref!r} can only be resolved for a Unity Catalog model (catalog.schema.model); "
+            f"got {model_name!r}"
+        )
+    try:
+        info = _call(client, f"resolving alias {ref!r} of {model_name}",
+                     client.model_versions.get_by_alias, model_name, ref)
+    except NotFound as exc:
+        raise DeployError(
+            f"model {model_name} has no alias {ref!r} (or the model does not exist): {exc}. "
+            "Register the chain and run the evaluation gate first, or pass a version number."
+        ) from exc
+    if info.version is None:
+        raise DeployError(f"alias {ref!r} of {model_name} did not return a version")
+    status = getattr(info.status, "value", info.status)
+    if status in ("FAILED_REGISTRATION", "PENDING_REGISTRATION"):
+        raise DeployError(f"{model_name} version {info.version} (alias {ref!r}) is {status}; cannot serve it")
+    log.info("%s@%s → version %s", model_name, ref, info.version)
+    return str(info.version)
+
+
+# --- endpoint ----------------------------------------------------------------------------------
+
+
+def served_entity_name(model_name: str, version: str) -> str:
+    """``main.ragops.rag_chain`` v3 → ``rag_chain-3`` (letters, digits, ``-``, ``_``; at most 63)."""
+    base = re.sub(r"[^A-Za-z0-9_-]", "_", model_name.split(".")[-1]) or "model"
+    suffix = f"-{version}"
+    return base[: 63 - len(suffix)] + suffix
+
+
+def _value(enum_or_str) -> str:
+    return "" if enum_or_str is None else str(getattr(enum_or_str, "value", enum_or_str))
+
+
+def _entities(config) -> list:
+    return list(getattr(config, "served_entities", None) or []) if config is not None else []
+
+
+def _versions(config, model_name: str) -> list[str]:
+    return [str(e.entity_version) for e in _entities(config) if e.entity_name == model_name]
+
+
+def _serves(config, model_name: str, version: str, workload_size: str, scale_to_zero: bool,
+            environment_vars: Mapping[str, str] | None) -> bool:
+    """True when ``config`` sends all traffic to exactly this model version with these settings."""
+    entities = _entities(config)
+    if len(entities) != 1:
+        return False
+    e = entities[0]
+    if e.entity_name != model_name or str(e.entity_version) != str(version):
+        return False
+    if e.workload_size and e.workload_size != workload_size:
+        return False
+    if e.scale_to_zero_enabled is not None and bool(e.scale_to_zero_enabled) != bool(scale_to_zero):
+        return False
+    if environment_vars is not None and dict(e.environment_vars or {}) != dict(environment_vars):
+        return False
+    routes = getattr(getattr(config, "traffic_config", None), "routes", None) or []
+    if routes:
+        target = [r for r in routes if (r.served_model_name or r.served_entity_name) == e.name]
+        if not target or target[0].traffic_percentage != 100:
+            return False
+    return True
+
+
+def _failure_detail(endpoint) -> str:
+    msgs = []
+    for cfg in (getattr(endpoint, "pending_config", None), getattr(endpoint, "config", None)):
+        for e in _entities(cfg):
+            st = getattr(e, "state", None)
+            if st is not None and (st.deployment_state_message or st.deployment):
+                msgs.append(f"{e.name}: {_value(st.deployment)} {st.deployment_state_message or ''}".strip())
+    return "; ".join(dict.fromkeys(msgs))
+
+
+def _state(endpoint) -> tuple[str, str]:
+    state = getattr(endpoint, "state", None)
+    return _value(getattr(state, "ready", None)), _value(getattr(state, "config_update", None))
+
+
+def _get_endpoint(client, name: str):
+    from databricks.sdk.errors import NotFound
+
+    try:
+        return _call(client, f"reading serving endpoint {name!r}", client.serving_endpoints.get, name)
+    except NotFound:
+        return None
+
+
+def wait_until_ready(client, endpoint_name: str, *, deadline: float, poll_s: float,
+                     fail_on_update_failure: bool = True, require_ready: bool = True, first=None,
+                     timeout_s: float | None = None):
+    """Poll until ``READY`` and no config update in progress. Raises on ``UPDATE_FAILED`` / timeout.
+
+    ``require_ready=False`` only waits for a running config update to end (whatever its outcome);
+    ``fail_on_update_failure=False`` accepts a ``READY`` endpoint whose last update failed (it still
+    serves its previous config).
+    """
+    endpoint = first
+    while True:
+        if endpoint is None:
+            endpoint = _get_endpoint(client, endpoint_name)
+            if endpoint is None:
+                raise DeployError(f"serving endpoint {endpoint_name!r} disappeared while waiting for it")
+        ready, update = _state(endpoint)
+        if update in ("UPDATE_FAILED", "UPDATE_CANCELED") and fail_on_update_failure:
+            detail = _failure_detail(endpoint)
+            raise DeployError(
+                f"serving endpoint {endpoint_name!r}: config update {update}"
+                + (f" — {detail}" if detail else "")
+                + ". See the endpoint's Events and build logs in the Serving UI "
+                  f"(`databricks serving-endpoints build-logs {endpoint_name} <served-entity>`)."
+            )
+        if update != "IN_PROGRESS" and (ready == "READY" or not require_ready):
+            return endpoint
+        if not fail_on_update_failure and update in ("UPDATE_FAILED", "UPDATE_CANCELED") and ready != "READY":
+            raise DeployError(f"serving endpoint {endpoint_name!r} is {ready or 'not ready'} after a {update}")
+        if time.monotonic() >= deadline:
+            waited = f" after {timeout_s:g}s" if timeout_s is not None else ""
+            raise DeployTimeout(
+                f"serving endpoint {endpoint_name!r} is not ready{waited} (ready={ready or '?'}, "
+                f"config_update={update or '?'}). The update goes on in the workspace; check the endpoint "
+                "in the Serving UI, or re-run the deploy with a larger --timeout_s."
+            )
+        log.info("endpoint %s: ready=%s config_update=%s; waiting", endpoint_name, ready, update)
+        time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
+        endpoint = None
+
+
+def deploy_endpoint(
+    client,
+    endpoint_name: str,
+    model_name: str,
+    version: str | int,
+    *,
+    workload_size: str = "Small",
+    scale_to_zero: bool = True,
+    environment_vars: Mapping[str, str] | None = None,
+    timeout_s: float = 1200,
+    poll_s: float = 10.0,
+) -> DeployResult:
+    """Make ``endpoint_name`` serve ``model_name`` version ``version`` (100 % traffic); wait until ready."""
+    from databricks.sdk.service.serving import (
+        EndpointCoreConfigInput,
+        Route,
+        ServedEntityInput,
+        TrafficConfig,
+    )
+
+    version = str(version)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,63}", endpoint_name or ""):
+        raise DeployError(f"invalid serving endpoint name {endpoint_name!r}: use letters, digits, '-' and '_'")
+    if not version.isdigit():
+        raise DeployError(f"model version must be a number, got {version!r} (resolve aliases first)")
+    if workload_size not in WORKLOAD_SIZES:
+        raise DeployError(f"workload_size={workload_size!r} is not one of {', '.join(WORKLOAD_SIZES)}")
+    started = time.monotonic()
+    deadline = started + float(timeout_s)
+    entity = served_entity_name(model_name, version)
+    entities = [ServedEntityInput(
+        name=entity,
+        entity_name=model_name,
+        entity_version=version,
+        workload_size=workload_size,
+        scale_to_zero_enabled=bool(scale_to_zero),
+        environment_vars=dict(environment_vars) if environment_vars is not None else None,
+    )]
+    traffic = TrafficConfig(routes=[Route(served_model_name=entity, traffic_percentage=100)])
+    wanted = (model_name, version, workload_size, bool(scale_to_zero), environment_vars)
+
+    def wait(first=None, fail=True, require_ready=True):
+        return wait_until_ready(client, endpoint_name, deadline=deadline, poll_s=poll_s,
+                                fail_on_update_failure=fail, require_ready=require_ready, first=first,
+                                timeout_s=timeout_s)
+
+    endpoint = _get_endpoint(client, endpoint_name)
+    previous: list[str] = []
+    if endpoint is None:
+        log.info("creating serving endpoint %s → %s v%s", endpoint_name, model_name, version)
+        op = _call(client, f"creating serving endpoint {endpoint_name!r}", client.serving_endpoints.create,
+                   endpoint_name,
+                   config=EndpointCoreConfigInput(name=endpoint_name, served_entities=entities,
+                                                  traffic_config=traffic))
+        action, final = "created", wait(op.response)
+    else:
+        previous = _versions(endpoint.config, model_name)
+        ready, update = _state(endpoint)
+        if update == "IN_PROGRESS" and _serves(endpoint.pending_config, *wanted):
+            log.info("endpoint %s is already updating to %s v%s; waiting", endpoint_name, model_name, version)
+            action, final = "unchanged", wait(endpoint)
+        else:
+            if update == "IN_PROGRESS":  # another update is running; it must finish before ours
+                log.info("endpoint %s has another config update in progress; waiting for it", endpoint_name)
+                endpoint = wait(endpoint, fail=False, require_ready=False)
+                previous = _versions(endpoint.config, model_name)
+            if _serves(endpoint.config, *wanted):
+                log.info("endpoint %s already serves %s v%s", endpoint_name, model_name, version)
+                action, final = "unchanged", wait(endpoint, fail=False)
+            else:
+                log.info("updating serving endpoint %s: %s v%s → v%s", endpoint_name, model_name,
+                         ",".join(previous) or "-", version)
+                op = _call(client, f"updating serving endpoint {endpoint_name!r}",
+                           client.serving_endpoints.update_config, endpoint_name,
+                           served_entities=entities, traffic_config=traffic)
+                action, final = "updated", wait(op.response)
+    if not _serves(final.config, *wanted):
+        raise DeployError(
+            f"serving endpoint {endpoint_name!r} finished updating but serves "
+            f"{', '.join(_versions(final.config, model_name)) or 'no version'} of {model_name}, not {version} "
+            "(was it updated concurrently?)"
+        )
+    ready, update = _state(final)
+    host = (getattr(getattr(client, "config", None), "host", "") or "").rstrip("/")
+    return DeployResult(
+        endpoint_name=endpoint_name,
+        model_name=model_name,
+        version=version,
+        action=action,
+        served_entity_name=entity,
+        ready=ready,
+        config_update=update,
+        config_version=getattr(final.config, "config_version", None),
+        previous_versions=previous,
+        endpoint_url=f"{host}/serving-endpoints/{endpoint_name}/invocations" if host else "",
+        waited_s=round(time.monotonic() - started, 3),
+    )
+
+
+def deploy(
+    client,
+    *,
+    model_name: str,
+    alias_or_version: str = "champion",
+    endpoint_name: str = DEFAULT_ENDPOINT,
+    **kwargs: Any,
+) -> DeployResult:
+    """Resolve ``alias_or_version`` and deploy it (what the ``ragops-deploy`` job task does)."""
+    version = resolve_model_version(client, model_name, alias_or_version)
+    result = deploy_endpoint(client, endpoint_name, model_name, version, **kwargs)
+    result.alias = "" if str(alias_or_version).isdigit() else str(alias_or_version)
+    return result

@@ -1,0 +1,30 @@
+"""Point MLflow at the target's tracking store and registry (sqlite under root locally)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ragops.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def configure_mlflow(settings: Settings, experiment: bool = True):
+    """Set tracking/registry URIs (and the experiment) for this process; returns an MlflowClient."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:"):
+        settings.root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri("databricks-uc" if uri.startswith("databricks") else uri)
+    if experiment:
+        name = settings.experiment if not uri.startswith("databricks") else f"/Shared/{settings.experiment}"
+        if mlflow.get_experiment_by_name(name) is None:
+            location = settings.artifact_root.as_uri() if uri.startswith("sqlite:") else None
+            mlflow.create_experiment(name, artifact_location=location)
+        mlflow.set_experiment(name)
+    return MlflowClient()
