@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["RAGOPS_PROGRESS"] = "0"
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")  # as the CLI: traces readable at once
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "corpus"

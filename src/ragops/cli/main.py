@@ -294,7 +294,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     configure_mlflow(settings, experiment=False)
     uri = _model_uri(args, settings)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+    bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH: use this venv's
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+           "MLFLOW_TRACKING_URI": settings.tracking_uri,
            # CPU generation can take a while; MLflow's default request timeout is 60 s.
            "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(args.request_timeout)}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
