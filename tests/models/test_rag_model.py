@@ -51,11 +51,12 @@ def test_promote_then_load_champion_in_a_plain_session(registered):
     assert change.version == logged.version and alias_version(settings, "champion") == logged.version
     assert default_model_uri(settings).endswith("@champion")
     # a fresh interpreter with only the tracking URI: the documented way to use the model
+    question = {"messages": [{"role": "user", "content": "What is the capital of Mongolia?"}]}
     code = (
-        "import mlflow, json; mlflow.set_tracking_uri(%r); "
+        f"import mlflow, json; mlflow.set_tracking_uri({settings.tracking_uri!r}); "
         "m = mlflow.pyfunc.load_model('models:/rag_chain@champion'); "
-        "print(json.dumps(m.predict({'messages': [{'role': 'user', 'content': 'What is the capital of Mongolia?'}]})))"
-    ) % settings.tracking_uri
+        f"print(json.dumps(m.predict({question!r})))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd="/tmp",
                           env={**os.environ, "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"})
     assert proc.returncode == 0, proc.stderr[-3000:]
