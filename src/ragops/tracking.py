@@ -28,3 +28,16 @@ def configure_mlflow(settings: Settings, experiment: bool = True):
             mlflow.create_experiment(name, artifact_location=location)
         mlflow.set_experiment(name)
     return MlflowClient()
+
+
+def span_table(trace_id: str):
+    """A trace's spans as a table (name, type, duration) — what a notebook shows for one answer."""
+    import mlflow
+    import pandas as pd
+
+    trace = mlflow.get_trace(trace_id)
+    if trace is None:
+        raise LookupError(f"trace {trace_id} not found in {mlflow.get_tracking_uri()}")
+    rows = [{"span": s.name, "type": s.span_type, "ms": round((s.end_time_ns - s.start_time_ns) / 1e6, 1),
+             "parent": s.parent_id} for s in trace.data.spans]
+    return pd.DataFrame(rows)

@@ -27,7 +27,11 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
-PIPELINE = ["00_setup", "01_ingest", "02_chunk_embed", "03_index_sync"]
+PIPELINE = ["00_setup", "01_ingest", "02_chunk_embed", "03_index_sync", "04_rag_chain"]
+#: The bundle job that runs each notebook's step (default: ingest_job).
+JOB_OF = {"04_rag_chain": "rag_chain_job"}
+#: Extra parameters per notebook (short answers keep the LLM step quick).
+EXTRA_PARAMETERS = {"04_rag_chain": {"llm_max_new_tokens": "16"}}
 ALL_NOTEBOOKS = sorted({*NOTEBOOK_DIR.glob("*.ipynb"), *(NOTEBOOK_DIR / f"{n}.ipynb" for n in PIPELINE)})
 
 #: One file per loader the pipeline notebooks exercise, plus one that must be rejected.
@@ -65,7 +69,7 @@ class NotebookRun:
             str(NOTEBOOK_DIR / f"{name}.ipynb"),
             str(output),
             kernel_name="python3",
-            parameters=dict(root=str(self.root), source_path=str(self.corpus)),
+            parameters=dict(root=str(self.root), source_path=str(self.corpus), **EXTRA_PARAMETERS.get(name, {})),
             cwd=str(REPO),
             progress_bar=False,
             execution_timeout=300,
@@ -132,7 +136,8 @@ def test_pipeline_notebook_parameters_default_to_the_bundle(name: str):
         if isinstance(node, ast.Assign)
     }
     assert {"target": "local", "root": "", "source_path": ""}.items() <= defaults.items()
-    assert "ingest_job" in nb.cells[0].source, "the first cell should name the bundle job that runs this step"
+    job = JOB_OF.get(name, "ingest_job")
+    assert job in nb.cells[0].source, "the first cell should name the bundle job that runs this step"
 
 
 def test_python3_kernel_runs_this_environment():
@@ -204,3 +209,16 @@ def test_rerunning_ingest_over_unchanged_documents_writes_nothing(notebooks: Not
 
     with open_lakehouse(notebooks.settings) as lh:
         assert lh.version("raw_documents") == before
+
+
+def test_04_rag_chain_registers_a_challenger_and_answers_with_sources(notebooks: NotebookRun):
+    from ragops.models.registry import alias_version, versions_frame
+
+    nb = notebooks.upto("04_rag_chain")
+    settings = notebooks.settings
+    frame = versions_frame(settings)
+    assert len(frame) == 1 and alias_version(settings, "challenger") == "1"
+    assert frame["index_snapshot"].iloc[0] == SnapshotStore(settings.index_root).current_id()
+    answer_output = shown(nb, "answer")
+    assert "guides/collector-setup.md" in answer_output  # the sources table
+    assert "retrieve" in shown(nb) and "generate" in shown(nb)  # the span table

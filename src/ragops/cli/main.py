@@ -323,28 +323,23 @@ def cmd_model_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:
-    from ragops.tracking import configure_mlflow
+    from ragops.models.registry import versions_frame
 
     settings = load_settings(args)
-    client = configure_mlflow(settings, experiment=False)
-    name = settings.registered_model_name
     try:
-        versions = client.search_model_versions(f"name='{name}'")
-        by_version: dict[str, list[str]] = {}
-        for alias, version in client.get_registered_model(name).aliases.items():
-            by_version.setdefault(str(version), []).append(alias)
+        frame = versions_frame(settings)
     except Exception as exc:
-        raise CliError(f"cannot list versions of {name!r}: {exc}") from exc
-    rows = sorted(({"version": v.version, "aliases": sorted(by_version.get(str(v.version), [])), "run_id": v.run_id,
-                    "index_snapshot": v.tags.get("index_snapshot"), "prompt_version": v.tags.get("prompt_version")}
-                   for v in versions), key=lambda r: int(r["version"]))
+        raise CliError(f"cannot list versions of {settings.registered_model_name!r}: {exc}") from exc
+    rows = frame.to_dict("records")
     if args.json:
-        print(json.dumps(rows))
-    elif not rows:
-        print(f"no versions of {name!r} in {settings.tracking_uri}")
-    for r in [] if args.json else rows:
+        print(json.dumps(rows, default=str))
+        return 0
+    if not rows:
+        print(f"no versions of {settings.registered_model_name!r} in {settings.tracking_uri}")
+    for r in rows:
         aliases = ",".join("@" + a for a in r["aliases"])
-        print(f"{name} v{r['version']:<4} {aliases:<24} snapshot {r['index_snapshot']}  prompt v{r['prompt_version']}")
+        print(f"{settings.registered_model_name} v{r['version']:<4} {aliases:<24} snapshot {r['index_snapshot']}  "
+              f"prompt v{r['prompt_version']}")
     return 0
 
 

@@ -25,6 +25,24 @@ class AliasChange:
         return asdict(self)
 
 
+def versions_frame(settings: Settings):
+    """Every registered version with its aliases and lineage tags, oldest first."""
+    import pandas as pd
+
+    client = configure_mlflow(settings, experiment=False)
+    name = settings.registered_model_name
+    versions = client.search_model_versions(f"name='{name}'")
+    aliases: dict[str, list[str]] = {}
+    if versions:
+        for alias, version in client.get_registered_model(name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+    rows = [{"version": int(v.version), "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
+             "index_snapshot": v.tags.get("index_snapshot"), "prompt_version": v.tags.get("prompt_version"),
+             "llm": v.tags.get("llm")} for v in versions]
+    columns = ["version", "aliases", "run_id", "index_snapshot", "prompt_version", "llm"]
+    return pd.DataFrame(rows, columns=columns).sort_values("version").reset_index(drop=True)
+
+
 def alias_version(settings: Settings, alias: str) -> str | None:
     client = configure_mlflow(settings, experiment=False)
     try:
