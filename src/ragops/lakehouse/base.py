@@ -10,11 +10,13 @@ on empty input so that re-running a job over unchanged input creates no new tabl
 from __future__ import annotations
 
 import logging
+import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +26,10 @@ from ragops.config import Settings
 log = logging.getLogger(__name__)
 
 BatchFn = Callable[[pd.DataFrame], pd.DataFrame]
+R = TypeVar("R")
+
+#: Attempts at a commit that keeps conflicting with another writer before giving up.
+MAX_COMMIT_RETRIES = 8
 
 
 class LakehouseError(RuntimeError):
@@ -47,6 +53,27 @@ class WriteResult:
     @property
     def wrote(self) -> bool:
         return self.rows > 0
+
+
+def retry_commits(what: str, op: Callable[[], R], conflict: Callable[[Exception], bool],
+                  describe: Callable[[Exception], str] = str) -> R:
+    """Run a table commit, retrying with jittered back-off while ``conflict(exc)`` says another
+    writer got there first (both engines' optimistic concurrency); other errors pass through."""
+    for attempt in range(1, MAX_COMMIT_RETRIES + 1):
+        try:
+            return op()
+        except Exception as exc:
+            if not conflict(exc):
+                raise
+            if attempt == MAX_COMMIT_RETRIES:
+                raise LakehouseError(
+                    f"{what}: gave up after {attempt} commit conflicts ({describe(exc)}); another writer keeps "
+                    "changing this table — run the jobs that write it one at a time"
+                ) from exc
+            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            log.warning("%s: commit conflict (attempt %d), retrying in %.2fs", what, attempt, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 class Lakehouse(ABC):

@@ -10,8 +10,6 @@ bounded batches. delta-rs facts this module works around:
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +31,7 @@ from ragops.lakehouse.base import (
     LakehouseError,
     TableNotFoundError,
     WriteResult,
+    retry_commits,
 )
 from ragops.lakehouse.schemas import schema_of, spec, validate
 from ragops.progress import progress
@@ -40,25 +39,12 @@ from ragops.progress import progress
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_COMMIT_RETRIES = 8
 #: Output rows buffered before one commit in :meth:`LocalLakehouse.transform_table` (bounds memory).
 COMMIT_EVERY_ROWS = 20_000
 
 
 def _with_retry(what: str, op: Callable[[], T]) -> T:
-    for attempt in range(1, MAX_COMMIT_RETRIES + 1):
-        try:
-            return op()
-        except CommitFailedError as exc:
-            if attempt == MAX_COMMIT_RETRIES:
-                raise LakehouseError(
-                    f"{what}: gave up after {attempt} commit conflicts ({exc}); another writer keeps "
-                    "changing this table — run the jobs that write it one at a time"
-                ) from exc
-            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-            log.warning("%s: commit conflict (attempt %d), retrying in %.2fs", what, attempt, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    return retry_commits(what, op, lambda exc: isinstance(exc, CommitFailedError))
 
 
 def _filter_batch(batch: pa.RecordBatch | pa.Table, where: Mapping[str, Sequence[Any]] | None):

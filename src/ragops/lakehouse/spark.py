@@ -36,12 +36,10 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import shutil
 import socket
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -65,13 +63,13 @@ from ragops.lakehouse.base import (
     LakehouseError,
     TableNotFoundError,
     WriteResult,
+    retry_commits,
 )
 from ragops.lakehouse.schemas import SchemaError, TableSpec, schema_of, spec, validate
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-MAX_COMMIT_RETRIES = 8
 #: ``where`` lists up to this size become ``isin`` literals; longer ones a semi-join with a key DataFrame.
 ISIN_MAX_VALUES = 1000
 #: Upper bound on the partitions a batch transform is spread over.
@@ -402,23 +400,14 @@ class SparkLakehouse(Lakehouse):
 
     # --- plumbing --------------------------------------------------------------------------
     def _retry(self, what: str, op: Callable[[], R]) -> R:
-        for attempt in range(1, MAX_COMMIT_RETRIES + 1):
-            try:
-                return op()
-            except PythonException:
-                raise
-            except PySparkException as exc:
-                if not _CONFLICT.search(str(exc)):
-                    raise LakehouseError(f"{what}: {_first_line(exc)}") from exc
-                if attempt == MAX_COMMIT_RETRIES:
-                    raise LakehouseError(
-                        f"{what}: gave up after {attempt} commit conflicts ({_first_line(exc)}); another "
-                        "writer keeps changing this table — run the jobs that write it one at a time"
-                    ) from exc
-                delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-                log.warning("%s: commit conflict (attempt %d), retrying in %.2fs", what, attempt, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        def conflict(exc: Exception) -> bool:
+            if isinstance(exc, PythonException) or not isinstance(exc, PySparkException):
+                return False
+            if not _CONFLICT.search(str(exc)):
+                raise LakehouseError(f"{what}: {_first_line(exc)}") from exc
+            return True
+
+        return retry_commits(what, op, conflict, _first_line)
 
     @contextlib.contextmanager
     def _view(self, df: DataFrame, label: str) -> Iterator[str]:
