@@ -144,6 +144,10 @@ def main() -> None:
     chain.invoke(qs[0])  # warm-up
     rows = []
     for q in qs:
+        # Interleaved: the bare generate runs right after the chain on the same prompt, so both
+        # see the same machine load (this box is shared; a block-by-block comparison is not fair).
+        results = chain.retrieve(q)
+        bare_tps = bare_generate_tps(chain, [chain.messages(q, [], results)], args.max_new_tokens)[0] if results else None
         t = time.perf_counter()
         out = chain.invoke(q)
         total = time.perf_counter() - t
@@ -151,16 +155,18 @@ def main() -> None:
         n_out = out["usage"].get("output_tokens", 0)
         rows.append({"total_s": total, "retrieval_s": tm["retrieval_ms"] / 1000, "prompt_s": tm["prompt_ms"] / 1000,
                      "generation_s": tm["generation_ms"] / 1000, "output_tokens": n_out,
-                     "tps": n_out / (tm["generation_ms"] / 1000) if tm["generation_ms"] else None})
-    prompts = [chain.messages(q, [], chain.retrieve(q)) for q in qs]
-    bare = bare_generate_tps(chain, prompts, args.max_new_tokens)
-    chain_tps = [r["tps"] for r in rows if r["tps"]]
+                     "tps": n_out / (tm["generation_ms"] / 1000) if tm["generation_ms"] else None,
+                     "bare_tps": bare_tps})
+    paired = [r for r in rows if r["tps"] and r["bare_tps"]]
+    chain_tps = [r["tps"] for r in paired]
+    bare = [r["bare_tps"] for r in paired]
     overhead = sum(r["retrieval_s"] + r["prompt_s"] for r in rows) / sum(r["total_s"] for r in rows)
     result["latency"] = {k: percentiles([r[f"{k}_s"] for r in rows]) for k in ("total", "retrieval", "prompt", "generation")}
     result["tokens"] = {"output_tokens_mean": round(float(np.mean([r["output_tokens"] for r in rows])), 1),
                         "chain_tokens_per_s_mean": round(float(np.mean(chain_tps)), 2),
                         "bare_generate_tokens_per_s_mean": round(float(np.mean(bare)), 2)}
     result["ratio_chain_vs_bare_tps"] = round(float(np.mean(chain_tps) / np.mean(bare)), 3)
+    result["ratio_chain_vs_bare_tps_paired_median"] = round(float(np.median(np.array(chain_tps) / np.array(bare))), 3)
     result["retrieval_plus_prompt_share_of_latency"] = round(overhead, 4)
     result["targets"] = {"ratio_chain_vs_bare_tps": ">= 0.95", "retrieval_plus_prompt_share_of_latency": "<= 0.05"}
 
