@@ -61,7 +61,13 @@ class Searcher:
                 "re-run the ingest job or set --var embedding_model"
             )
         embedder = get_embedder(settings.embedding) if len(snapshot.rows) else None
-        return cls(snapshot, embedder, rrf_k=settings.index.rrf_k)
+        return cls.for_config(snapshot, embedder, settings.index)
+
+    @classmethod
+    def for_config(cls, snapshot: Snapshot, embedder: Embedder | None, config) -> Searcher:
+        """A searcher with the fusion settings of an :class:`IndexConfig`."""
+        return cls(snapshot, embedder, rrf_k=config.rrf_k,
+                   hybrid_weights=(config.hybrid_vector_weight, config.hybrid_keyword_weight))
 
     @property
     def manifest(self):

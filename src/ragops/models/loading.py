@@ -19,10 +19,9 @@ def chain_from_artifacts(config_path: str | Path, snapshot_path: str | Path) -> 
     llm = LLMConfig(**cfg["chain"]["llm"])
     chain_cfg = ChainConfig(**{**cfg["chain"], "llm": llm})
     snapshot_path = Path(snapshot_path)
-    snapshot = SnapshotStore(snapshot_path.parent.parent).load(
-        snapshot_path.name, IndexConfig(**cfg["index"]), path=snapshot_path
-    )
+    index_config = IndexConfig(**cfg["index"])
+    snapshot = SnapshotStore(snapshot_path.parent.parent).load(snapshot_path.name, index_config, path=snapshot_path)
     embedder = get_embedder(EmbeddingConfig(**cfg["embedding"]))
-    searcher = Searcher(snapshot, embedder, rrf_k=cfg["index"].get("rrf_k", 60))
+    searcher = Searcher.for_config(snapshot, embedder, index_config)
     prompt = ResolvedPrompt(**cfg["prompt"])
     return RagChain(searcher, get_chat_model(llm), prompt, chain_cfg, lineage=cfg.get("lineage"))
