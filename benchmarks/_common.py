@@ -130,17 +130,28 @@ def evaluate(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, 
 
 # --- timing / memory / load ----------------------------------------------------------------
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads): less sensitive to other processes'
+    load than wall time, since time spent waiting for a core is not counted."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 class Timer:
+    """Wall seconds per named block (``seconds``) and process CPU seconds (``cpu_seconds``)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         try:
             yield
         finally:
             self.seconds[name] = round(time.perf_counter() - t0, 3)
+            self.cpu_seconds[name] = round(cpu_seconds() - c0, 3)
 
 
 def peak_rss_mib() -> float:

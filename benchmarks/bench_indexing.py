@@ -168,6 +168,7 @@ def main(argv=None) -> dict:
     n_docs = summaries["ingest"]["documents"]
     n_chunks = summaries["embed"]["embedded"]
     result["stages_s"] = stages
+    result["stages_cpu_s"] = {k: timer.cpu_seconds[k] for k in stages}
     result["total_s"] = round(total, 3)
     result["pipeline_wall_s"] = round(pipeline_wall, 3)
     result["imports_s"] = timer.seconds["imports"]
@@ -206,11 +207,14 @@ def main(argv=None) -> dict:
             "encode_s": timer.seconds["plain_encode"],
             "texts_per_s": round(plain_tp, 3),
             "texts_per_s_incl_model_load": round(plain_tp_with_load, 3),
+            "encode_cpu_s": timer.cpu_seconds["plain_encode"],
             "min_cosine_vs_pipeline_vectors": round(float(cos.min()), 6),
         }
         result["ratio_pipeline_embed_stage_vs_plain_encode"] = round(pipe_tp / plain_tp, 3)
         result["ratio_pipeline_embed_stage_vs_plain_incl_load"] = round(pipe_tp / plain_tp_with_load, 3)
         result["ratio_pipeline_encode_calls_vs_plain_encode"] = round(pipe_encode_tp / plain_tp, 3) if pipe_encode_tp else None
+        result["ratio_cpu_time_plain_encode_vs_pipeline_embed_stage"] = round(
+            timer.cpu_seconds["plain_encode"] / timer.cpu_seconds["embed"], 3)  # texts per CPU-second, pipeline/plain
         result["target_ratio"] = 0.9
     result["order"] = args.order
     result["load_after"] = C.loadavg()

@@ -46,11 +46,12 @@ def main(argv=None) -> dict:
         for label, fn in (("pipeline_LocalEmbedder.encode", lambda: pipeline.encode(texts)),
                           ("plain_SentenceTransformer.encode", lambda: plain.encode(texts, batch_size=32))):
             la = C.loadavg()["1m"]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), C.cpu_seconds()
             fn()
-            s = time.perf_counter() - t0
+            s, cpu = time.perf_counter() - t0, C.cpu_seconds() - c0
             rows.append({"round": r, "what": label, "s": round(s, 2), "texts_per_s": round(len(texts) / s, 2),
-                         "load1_before": la})
+                         "cpu_s": round(cpu, 2), "texts_per_cpu_s": round(len(texts) / cpu, 2),
+                         "load1_before": la, "load1_after": C.loadavg()["1m"]})
             print(rows[-1], flush=True)
         if args.window:
             t0 = time.perf_counter()
