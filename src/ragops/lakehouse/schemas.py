@@ -126,6 +126,32 @@ EVAL_SETS = _spec(
     doc="Versioned evaluation questions with expected answers and sources.",
 )
 
+EVAL_RESULTS = _spec(
+    "eval_results",
+    ("run_id", "question_id"),
+    [
+        pa.field("run_id", pa.string(), nullable=False),  # the MLflow run of the evaluation
+        pa.field("question_id", pa.string(), nullable=False),
+        pa.field("eval_set", pa.string(), nullable=False),
+        pa.field("eval_set_version", pa.int32(), nullable=False),
+        pa.field("eval_sets_table_version", pa.int64()),  # Delta version read (time travel on re-runs)
+        pa.field("model_uri", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("index_snapshot", pa.string()),
+        pa.field("index_source_version", pa.int64()),
+        pa.field("prompt_version", pa.string()),
+        pa.field("chain_config_hash", pa.string()),
+        pa.field("question", pa.string()),
+        pa.field("answer", pa.string()),
+        pa.field("retrieved_doc_ids", pa.list_(pa.string())),
+        pa.field("scores", pa.string()),  # JSON {metric: value | null (not applicable)}
+        pa.field("failures", pa.string()),  # JSON {metric: error message} — never averaged in
+        pa.field("trace_id", pa.string()),
+        pa.field("created_at", TS),
+    ],
+    doc="Per-question evaluation results with the versions they came from (eval set, model, index, prompt).",
+)
+
 FEEDBACK = _spec(
     "feedback",
     ("feedback_id",),
@@ -164,7 +190,7 @@ INFERENCE_LOG = _spec(
 
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (RAW_DOCUMENTS, REJECTED_DOCUMENTS, CHUNKS, EMBEDDINGS, EVAL_SETS, FEEDBACK, INFERENCE_LOG)
+    for t in (RAW_DOCUMENTS, REJECTED_DOCUMENTS, CHUNKS, EMBEDDINGS, EVAL_SETS, EVAL_RESULTS, FEEDBACK, INFERENCE_LOG)
 }
 
 
