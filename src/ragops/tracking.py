@@ -10,6 +10,12 @@ from ragops.config import Settings
 log = logging.getLogger(__name__)
 
 
+def experiment_name(settings: Settings) -> str:
+    """The MLflow experiment of this target (workspace experiments live under /Shared)."""
+    uri = settings.tracking_uri
+    return settings.experiment if not uri.startswith("databricks") else f"/Shared/{settings.experiment}"
+
+
 def configure_mlflow(settings: Settings, experiment: bool = True):
     """Set tracking/registry URIs (and the experiment) for this process; returns an MlflowClient."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -22,7 +28,7 @@ def configure_mlflow(settings: Settings, experiment: bool = True):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri("databricks-uc" if uri.startswith("databricks") else uri)
     if experiment:
-        name = settings.experiment if not uri.startswith("databricks") else f"/Shared/{settings.experiment}"
+        name = experiment_name(settings)
         if mlflow.get_experiment_by_name(name) is None:
             location = settings.artifact_root.as_uri() if uri.startswith("sqlite:") else None
             mlflow.create_experiment(name, artifact_location=location)

@@ -99,7 +99,10 @@ class RagChain:
         return self.template.format_messages(context=context, question=question, history=history)
 
     # --- invocation ------------------------------------------------------------------------
-    def invoke(self, question: str, history: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    def invoke(self, question: str, history: list[dict[str, str]] | None = None, *,
+               include_context: bool = False) -> dict[str, Any]:
+        """Answer one question. ``include_context`` adds the passages' text (``contexts``), which
+        evaluation needs for groundedness; serving leaves it out to keep responses small."""
         import mlflow
         from mlflow.entities import SpanType
 
@@ -136,6 +139,8 @@ class RagChain:
                     span.set_outputs({"content": answer, "usage": usage})
                 timings["generation_ms"] = (time.perf_counter() - t2) * 1000
             out = self._output(answer, results, timings, usage, root.trace_id)
+            if include_context:
+                out["contexts"] = [r.text for r in results]
             root.set_outputs({"answer": answer, "sources": out["sources"]})
         return out
 

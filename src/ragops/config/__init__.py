@@ -7,6 +7,7 @@ from ragops.config.settings import (
     ChainConfig,
     ChunkingConfig,
     EmbeddingConfig,
+    EvaluationConfig,
     IndexConfig,
     IngestConfig,
     LLMConfig,
@@ -14,4 +15,4 @@ from ragops.config.settings import (
     config_hash,
 )
 
-__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "ChainConfig", "ChunkingConfig", "EmbeddingConfig", "IndexConfig", "IngestConfig", "LLMConfig", "Settings", "config_hash"]
+__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "ChainConfig", "ChunkingConfig", "EmbeddingConfig", "EvaluationConfig", "IndexConfig", "IngestConfig", "LLMConfig", "Settings", "config_hash"]

@@ -142,6 +142,31 @@ class ChainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """The evaluate job: which eval set (and where to load it from), which gates, what to compute."""
+
+    eval_set: str = "sample"
+    #: registered (idempotently) as ``eval_set`` before evaluating; "" = use the table as it is
+    source: str = "data/eval/questions.jsonl"
+    gates: str = "data/eval/gates.yml"
+    answers: bool = True
+    harness: str = "mlflow"  # mlflow (mlflow.genai.evaluate) | direct (same scorers, in-process)
+    limit: int = 0  # first N questions only (0 = all)
+    ks: tuple[int, ...] = (5, 10)
+    ndcg_k: int = 10
+    #: LLM-as-judge metrics when set (local | openai | databricks); "" = code-based metrics only
+    judge_backend: str = ""
+    judge_model: str = ""
+    judge_endpoint: str = ""
+
+    def judge(self) -> LLMConfig | None:
+        if not self.judge_backend:
+            return None
+        return LLMConfig(backend=self.judge_backend, model=self.judge_model or LLMConfig.model,
+                         endpoint=self.judge_endpoint, max_new_tokens=128)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a job needs to know about one target."""
 
@@ -158,6 +183,7 @@ class Settings:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     mlflow_tracking_uri: str = ""  # empty: sqlite under root; "databricks" on a workspace
     model_name: str = "rag_chain"
     experiment: str = "ragops"
@@ -256,6 +282,25 @@ class Settings:
             temperature=float(v.get("llm_temperature", LLMConfig.temperature)),
             top_p=float(v.get("llm_top_p", LLMConfig.top_p)),
         )
+        def file_var(name: str, default: str) -> str:
+            value = str(v.get(name, default))
+            if not value or ":" in value.split("/")[0]:  # "" or a spec such as beir:/path
+                return value
+            return str(path_var(name, default))
+
+        evaluation = EvaluationConfig(
+            eval_set=str(v.get("eval_set", EvaluationConfig.eval_set)),
+            source=file_var("eval_source", EvaluationConfig.source),
+            gates=file_var("gates", EvaluationConfig.gates),
+            answers=_as_bool(v.get("eval_answers", EvaluationConfig.answers)),
+            harness=str(v.get("eval_harness", EvaluationConfig.harness)),
+            limit=int(v.get("eval_limit", EvaluationConfig.limit)),
+            ks=tuple(int(k) for k in str(v.get("eval_ks", "5,10")).split(",") if k.strip()),
+            ndcg_k=int(v.get("eval_ndcg_k", EvaluationConfig.ndcg_k)),
+            judge_backend=str(v.get("judge_backend", "")),
+            judge_model=str(v.get("judge_model", "")),
+            judge_endpoint=str(v.get("judge_endpoint", "")),
+        )
         source = str(v.get("source_path", cls.source_path))
         if "://" not in source and not source.startswith(("delta:", "table:")):
             source = str(path_var("source_path", cls.source_path))
@@ -280,6 +325,7 @@ class Settings:
                 prompt_alias=str(v.get("prompt_alias", ChainConfig.prompt_alias)),
                 llm=llm,
             ),
+            evaluation=evaluation,
             mlflow_tracking_uri=str(v.get("mlflow_tracking_uri", "")),
             model_name=str(v.get("model_name", cls.model_name)),
             experiment=str(v.get("experiment", cls.experiment)),

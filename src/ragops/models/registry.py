@@ -82,3 +82,28 @@ def promote(settings: Settings, version: str | None = None, from_alias: str = "c
         client.set_registered_model_tag(name, PREVIOUS_CHAMPION_TAG if alias == "champion" else f"previous_{alias}",
                                         previous)
     return AliasChange(name, alias, str(version), previous)
+
+
+def rollback(settings: Settings, alias: str = "champion") -> AliasChange:
+    """Point ``alias`` back at the version it had before the last promotion.
+
+    The version rolled back from becomes the recorded previous version, so a second rollback
+    undoes the first.
+    """
+    client = configure_mlflow(settings, experiment=False)
+    name = settings.registered_model_name
+    tag = PREVIOUS_CHAMPION_TAG if alias == "champion" else f"previous_{alias}"
+    try:
+        previous = client.get_registered_model(name).tags.get(tag)
+    except Exception as exc:
+        raise ModelNotRegisteredError(f"{name!r} is not registered in {settings.tracking_uri}") from exc
+    if not previous:
+        raise ModelNotRegisteredError(
+            f"{name!r} has no previous @{alias} recorded: nothing to roll back to (a version becomes "
+            f"'previous' when `ragops model promote` or the evaluate job moves @{alias} off it)")
+    current = alias_version(settings, alias)
+    client.set_registered_model_alias(name, alias, str(previous))
+    if current is not None and current != str(previous):
+        client.set_registered_model_tag(name, tag, current)
+        client.set_model_version_tag(name, current, "rolled_back_from", alias)
+    return AliasChange(name, alias, str(previous), current)

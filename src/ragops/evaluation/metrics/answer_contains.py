@@ -1,0 +1,29 @@
+"""Answer contains: does the answer state one of the expected short factual spans?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ragops.evaluation.metrics._text import as_references, tokens
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    n = len(needle)
+    return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def answer_contains(prediction: str | None, references: Sequence[str] | None) -> float | None:
+    """1.0 when any SQuAD-normalised reference occurs as a contiguous run of whole tokens in the
+    normalised prediction, else 0.0 (range {0, 1}).
+
+    Fits eval sets that store short spans ("30 days", "4817"): "Raw samples are kept for 30 days
+    [1]." contains "30 days", while "130 days" or "4817x" do not (whole tokens, not substrings).
+    An empty prediction scores 0.0; ``None`` when there is no reference answer (not applicable).
+    """
+    refs = as_references(references)
+    if not refs:
+        return None
+    pred = tokens(prediction)
+    if not pred:
+        return 0.0
+    return 1.0 if any((ref := tokens(r)) and _contains(pred, ref) for r in refs) else 0.0

@@ -1,0 +1,146 @@
+"""The metrics as MLflow ``@scorer`` scorers, grouped by what they need.
+
+A scorer receives one evaluation row — ``inputs`` (question_id, question), ``outputs`` (answer,
+retrieved_doc_ids, contexts) and ``expectations`` (expected_answers, expected_doc_ids,
+answerable) — and returns one :class:`mlflow.entities.Feedback` per metric. Each metric is
+computed in its own ``try`` so one failing metric (a judge that times out) records an error for
+that metric only; the evaluator counts errors as failures and never averages them in. A value of
+``None`` means "not applicable to this question" (no expected documents, say).
+
+Feedback names are MLflow-safe (``recall_at_5``); :func:`canonical_names` maps them back to the
+canonical names (``recall@5``) used everywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ragops.evaluation import metrics as M
+
+log = logging.getLogger(__name__)
+
+MetricFns = dict[str, Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], float | None]]
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """One scorer: a name and the metrics it computes (canonical name → function of a row)."""
+
+    name: str
+    metrics: MetricFns
+
+    def score(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
+              expectations: Mapping[str, Any]) -> dict[str, tuple[float | None, str | None]]:
+        """Canonical metric name → (value, error message or None)."""
+        out: dict[str, tuple[float | None, str | None]] = {}
+        for name, fn in self.metrics.items():
+            try:
+                value = fn(inputs, outputs, expectations)
+                if value is not None:
+                    value = float(value)
+                    if value != value:  # NaN: a metric bug, not a score
+                        raise ValueError(f"metric {name} returned NaN")
+                out[name] = (value, None)
+            except Exception as exc:  # recorded per metric; counted as a failure, never as 0
+                out[name] = (None, f"{type(exc).__name__}: {exc}"[:500])
+        return out
+
+    def as_mlflow_scorer(self):
+        from mlflow.entities import AssessmentError, Feedback
+        from mlflow.genai.scorers import scorer
+
+        def fn(inputs, outputs, expectations):
+            feedbacks = []
+            for name, (value, error) in self.score(inputs, outputs, expectations or {}).items():
+                if error is not None:
+                    feedbacks.append(Feedback(name=M.mlflow_name(name),
+                                              error=AssessmentError(error_code="METRIC_ERROR", error_message=error)))
+                else:
+                    feedbacks.append(Feedback(name=M.mlflow_name(name), value=value))
+            return feedbacks
+
+        return scorer(name=self.name)(fn)
+
+
+def _retrieved(outputs: Mapping[str, Any]) -> list[str]:
+    return list(outputs.get("retrieved_doc_ids") or [])
+
+
+def _expected_docs(expectations: Mapping[str, Any]) -> list[str]:
+    return list(expectations.get("expected_doc_ids") or [])
+
+
+def _answer(outputs: Mapping[str, Any]) -> str:
+    return outputs.get("answer") or ""
+
+
+def _refs(expectations: Mapping[str, Any]) -> list[str]:
+    return list(expectations.get("expected_answers") or [])
+
+
+def retrieval_scorer(ks: Sequence[int] = (5, 10), ndcg_k: int = 10) -> ScorerSpec:
+    fns: MetricFns = {}
+    for k in ks:
+        fns[M.metric_name("hit_rate", k)] = lambda i, o, e, k=k: M.hit_rate_at_k(_retrieved(o), _expected_docs(e), k)
+        fns[M.metric_name("recall", k)] = lambda i, o, e, k=k: M.recall_at_k(_retrieved(o), _expected_docs(e), k)
+        fns[M.metric_name("precision", k)] = lambda i, o, e, k=k: M.precision_at_k(
+            _retrieved(o), _expected_docs(e), k)
+    fns["mrr"] = lambda i, o, e: M.mrr(_retrieved(o), _expected_docs(e))
+    fns[M.metric_name("ndcg", ndcg_k)] = lambda i, o, e: M.ndcg_at_k(_retrieved(o), _expected_docs(e), ndcg_k)
+    return ScorerSpec("retrieval", fns)
+
+
+def answer_scorer(embed: Callable[[list[str]], Any] | None) -> ScorerSpec:
+    fns: MetricFns = {
+        "exact_match": lambda i, o, e: M.exact_match(_answer(o), _refs(e)),
+        "answer_f1": lambda i, o, e: M.token_f1(_answer(o), _refs(e)),
+        "answer_contains": lambda i, o, e: M.answer_contains(_answer(o), _refs(e)),
+        "rouge_l": lambda i, o, e: M.rouge_l(_answer(o), _refs(e)),
+        "bleu": lambda i, o, e: M.bleu(_answer(o), _refs(e)),
+    }
+    if embed is not None:
+        fns["semantic_similarity"] = lambda i, o, e: M.semantic_similarity(_answer(o), _refs(e), embed)
+    return ScorerSpec("answer", fns)
+
+
+def rag_scorer(embed: Callable[[list[str]], Any] | None, answers: bool = True) -> ScorerSpec:
+    """Code-based groundedness / relevance (offline). Without answers only context relevance applies."""
+    fns: MetricFns = {
+        "context_relevance": lambda i, o, e: M.context_relevance(i["question"], list(o.get("contexts") or [])),
+    }
+    if answers:
+        fns["groundedness"] = lambda i, o, e: M.groundedness(_answer(o), list(o.get("contexts") or []))
+        fns["abstention"] = lambda i, o, e: M.abstention(_answer(o), bool(e.get("answerable", True)))
+        if embed is not None:
+            fns["answer_relevance"] = lambda i, o, e: M.answer_relevance(i["question"], _answer(o), embed)
+    return ScorerSpec("rag", fns)
+
+
+def judge_scorer(judge, answers: bool = True) -> ScorerSpec:
+    """LLM-as-judge versions (``judge_*``), used when a judge model is configured."""
+    fns: MetricFns = {
+        "judge_context_relevance": lambda i, o, e: judge.judge_context_relevance(
+            i["question"], list(o.get("contexts") or [])).score,
+    }
+    if answers:
+        fns["judge_groundedness"] = lambda i, o, e: judge.judge_groundedness(
+            _answer(o), list(o.get("contexts") or [])).score
+        fns["judge_answer_relevance"] = lambda i, o, e: judge.judge_answer_relevance(i["question"], _answer(o)).score
+    return ScorerSpec("judge", fns)
+
+
+def build_scorers(*, ks: Sequence[int], ndcg_k: int, answers: bool, embed=None, judge=None) -> list[ScorerSpec]:
+    specs = [retrieval_scorer(ks, ndcg_k), rag_scorer(embed, answers)]
+    if answers:
+        specs.insert(1, answer_scorer(embed))
+    if judge is not None:
+        specs.append(judge_scorer(judge, answers))
+    return specs
+
+
+def canonical_names(specs: Sequence[ScorerSpec]) -> dict[str, str]:
+    """MLflow feedback name → canonical metric name, in reporting order."""
+    return {M.mlflow_name(name): name for spec in specs for name in spec.metrics}
