@@ -259,7 +259,12 @@ def _score_mlflow(records: list[dict[str, Any]], specs: Sequence[ScorerSpec], ru
     # minutes at a few hundred rows (seen with MLflow 3.17); 2 is as fast here and never stalls.
     os.environ.setdefault("MLFLOW_GENAI_EVAL_MAX_WORKERS", "2")
     names = canonical_names(specs)
-    mlflow.genai.evaluate(data=pd.DataFrame(records), scorers=[s.as_mlflow_scorer() for s in specs])
+    import contextlib
+    import sys
+
+    # MLflow prints a banner to stdout; keep stdout for results (``ragops eval --json`` is one JSON line).
+    with contextlib.redirect_stdout(sys.stderr):
+        mlflow.genai.evaluate(data=pd.DataFrame(records), scorers=[s.as_mlflow_scorer() for s in specs])
     scores: Scores = {}
     for trace in mlflow.search_traces(run_id=run_id, return_type="list"):
         request = trace.data.request
