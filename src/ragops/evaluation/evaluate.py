@@ -290,8 +290,12 @@ def _score_mlflow(records: list[dict[str, Any]], specs: Sequence[ScorerSpec], ru
 def aggregate(per_question: pd.DataFrame, metric_names: Sequence[str], failures: Mapping[str, int],
               n_boot: int) -> dict[str, MetricSummary]:
     out = {}
+    errors = per_question["failures"] if "failures" in per_question else [{}] * len(per_question)
     for name in metric_names:
-        values = [None if pd.isna(v) else float(v) for v in per_question[name]] if name in per_question else []
+        values = []
+        if name in per_question:  # a failed question is neither a score nor "not applicable"
+            values = [None if pd.isna(v) else float(v)
+                      for v, err in zip(per_question[name], errors, strict=True) if name not in (err or {})]
         out[name] = summarize(name, values, n_failed=int(failures.get(name, 0)), n_boot=n_boot)
     return out
 
