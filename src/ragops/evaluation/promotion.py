@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,15 @@ class GateOutcome:
         }
 
 
+def _answer_metric(name: str) -> bool:
+    from ragops.evaluation.metrics import info
+
+    try:
+        return info(name).kind != "retrieval" and name not in ("context_relevance", "judge_context_relevance")
+    except ValueError:
+        return name.startswith("judge_")
+
+
 def compare(challenger: EvaluationResult, champion: EvaluationResult | None,
             n_boot: int = 2000) -> dict[str, PairedComparison]:
     """Paired (same questions) bootstrap comparison for every metric both evaluations have."""
@@ -95,6 +104,11 @@ def run_gate(settings: Settings, lh: Lakehouse, *, eval_set: str = "sample", gat
         champion = evaluate_model(settings, lh, f"models:/{name}/{champion_v}", es, options=options, reuse=True,
                                   extra_tags={"ragops.eval.role": "champion"})
     comparisons = compare(challenger, champion, n_boot=max(options.n_boot, 1000))
+    not_computed = sorted({r.metric for r in gates.rules if r.metric not in challenger.summaries
+                           and _answer_metric(r.metric) and not options.answers})
+    if not_computed:  # a retrieval-only evaluation: answer gates do not apply (a typo still fails)
+        log.warning("retrieval-only evaluation: gates on %s are not applied", ", ".join(not_computed))
+        gates = replace(gates, rules=[r for r in gates.rules if r.metric not in not_computed])
     report = check_gates(gates, challenger.summaries, champion.summaries if champion else None, comparisons)
 
     promoted = None
@@ -121,6 +135,7 @@ def run_gate(settings: Settings, lh: Lakehouse, *, eval_set: str = "sample", gat
         format_table(frame), "",
         f"Gates ({gates_path}):",
         report.format(), "",
+        *([f"Not applied (retrieval-only evaluation): {', '.join(not_computed)}", ""] if not_computed else []),
         verdict,
     ])
     (report_dir / "report.txt").write_text(text + "\n")
