@@ -27,11 +27,13 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
-PIPELINE = ["00_setup", "01_ingest", "02_chunk_embed", "03_index_sync", "04_rag_chain"]
+PIPELINE = ["00_setup", "01_ingest", "02_chunk_embed", "03_index_sync", "04_rag_chain", "05_evaluate", "06_experiments"]
 #: The bundle job that runs each notebook's step (default: ingest_job).
-JOB_OF = {"04_rag_chain": "rag_chain_job"}
+JOB_OF = {"04_rag_chain": "rag_chain_job", "05_evaluate": "evaluate_job", "06_experiments": "experiment_sweep_job"}
 #: Extra parameters per notebook (short answers keep the LLM step quick).
-EXTRA_PARAMETERS = {"04_rag_chain": {"llm_max_new_tokens": "16"}}
+EXTRA_PARAMETERS = {"04_rag_chain": {"llm_max_new_tokens": "16"},
+                    "05_evaluate": {"eval_answers": "false"},
+                    "06_experiments": {"sweep_chunk_strategies": "recursive", "sweep_search_modes": "vector,hybrid"}}
 ALL_NOTEBOOKS = sorted({*NOTEBOOK_DIR.glob("*.ipynb"), *(NOTEBOOK_DIR / f"{n}.ipynb" for n in PIPELINE)})
 
 #: One file per loader the pipeline notebooks exercise, plus one that must be rejected.
@@ -222,3 +224,26 @@ def test_04_rag_chain_registers_a_challenger_and_answers_with_sources(notebooks:
     answer_output = shown(nb, "answer")
     assert "guides/collector-setup.md" in answer_output  # the sources table
     assert "retrieve" in shown(nb) and "generate" in shown(nb)  # the span table
+
+
+def test_05_evaluate_shows_metrics_with_intervals_and_a_plot(notebooks: NotebookRun):
+    nb = notebooks.upto("05_evaluate")
+    metrics = shown(nb, "metrics")
+    assert "recall@5" in metrics and "ci_low" in metrics and "ndcg@10" in metrics
+    assert "image/png" in shown_mime_types(nb)
+    with open_lakehouse(notebooks.settings) as lh:
+        assert len(lh.read("eval_results")) > 0
+
+
+def test_06_experiments_logs_one_run_per_configuration_and_a_plot(notebooks: NotebookRun):
+    import mlflow
+
+    from ragops.tracking import configure_mlflow
+
+    nb = notebooks.upto("06_experiments")
+    configure_mlflow(notebooks.settings)
+    table = shown(nb, "sweep")
+    assert "vector" in table and "hybrid" in table and "ndcg@10" in table
+    assert "image/png" in shown_mime_types(nb)
+    runs = mlflow.search_runs(experiment_names=["ragops"], filter_string="tags.`ragops.sweep.parent_run_id` != ''")
+    assert len(runs) >= 2
