@@ -195,7 +195,9 @@ def predict(target: EvalTarget, questions: pd.DataFrame, options: EvalOptions) -
     """One row per question: ranked retrieved doc ids, the passages the chain uses, and the answer."""
     chain = target.chain
     cfg = chain.config
-    depth = max(max(options.ks), options.ndcg_k)
+    # Metrics are over distinct documents, and several chunks of one document often rank together:
+    # retrieve deep enough that the top k distinct documents are all there (as BEIR evaluations do).
+    depth = max(100, max(options.ks), options.ndcg_k)
     texts = questions["question"].tolist()
     started = time.perf_counter()
     batches = chain.searcher.search_batch(texts, k=depth, mode=cfg.search_mode)
