@@ -17,7 +17,7 @@ import math
 import re
 import string
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 _PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -152,6 +152,20 @@ def as_references(references: Sequence[str] | str | None) -> list[str]:
     if isinstance(references, str):
         references = [references]
     return [r for r in references if isinstance(r, str) and r.strip()]
+
+
+def best_over_references(prediction: str | None, references: Sequence[str] | str | None,
+                         score: Callable[[list[str], list[str]], float]) -> float | None:
+    """The rule every token-level answer metric shares: ``None`` without a reference (not
+    applicable), 0.0 for an empty prediction, else the best ``score(prediction_tokens,
+    reference_tokens)`` over the references (SQuAD-normalised tokens)."""
+    refs = as_references(references)
+    if not refs:
+        return None
+    pred = tokens(prediction)
+    if not pred:
+        return 0.0
+    return max(score(pred, tokens(r)) for r in refs)
 
 
 def clip01(value: float) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ragops.evaluation.metrics._text import as_references, tokens
+from ragops.evaluation.metrics._text import best_over_references
 
 
 def _contains(haystack: list[str], needle: list[str]) -> bool:
@@ -20,10 +20,5 @@ def answer_contains(prediction: str | None, references: Sequence[str] | None) ->
     [1]." contains "30 days", while "130 days" or "4817x" do not (whole tokens, not substrings).
     An empty prediction scores 0.0; ``None`` when there is no reference answer (not applicable).
     """
-    refs = as_references(references)
-    if not refs:
-        return None
-    pred = tokens(prediction)
-    if not pred:
-        return 0.0
-    return 1.0 if any((ref := tokens(r)) and _contains(pred, ref) for r in refs) else 0.0
+    return best_over_references(prediction, references,
+                                lambda pred, ref: 1.0 if ref and _contains(pred, ref) else 0.0)

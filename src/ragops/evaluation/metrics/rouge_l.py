@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ragops.evaluation.metrics._text import as_references, tokens
+from ragops.evaluation.metrics._text import best_over_references
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -35,10 +35,4 @@ def rouge_l(prediction: str | None, references: Sequence[str] | None) -> float |
     Unlike token F1 it rewards keeping the reference's word order. An empty prediction scores 0.0;
     ``None`` when there is no reference answer (not applicable).
     """
-    refs = as_references(references)
-    if not refs:
-        return None
-    pred = tokens(prediction)
-    if not pred:
-        return 0.0
-    return max(_f(pred, ref) if ref else 0.0 for ref in (tokens(r) for r in refs))
+    return best_over_references(prediction, references, lambda pred, ref: _f(pred, ref) if ref else 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from ragops.evaluation.metrics._text import as_references, tokens
+from ragops.evaluation.metrics._text import best_over_references
 
 
 def _f1(pred_tokens: list[str], ref_tokens: list[str]) -> float:
@@ -26,10 +26,4 @@ def token_f1(prediction: str | None, references: Sequence[str] | None) -> float 
     shared / reference tokens. Long answers are penalised through precision even when they contain
     the reference. An empty prediction scores 0.0; ``None`` when there is no reference answer.
     """
-    refs = as_references(references)
-    if not refs:
-        return None
-    pred = tokens(prediction)
-    if not pred:
-        return 0.0
-    return max(_f1(pred, tokens(r)) for r in refs)
+    return best_over_references(prediction, references, _f1)
