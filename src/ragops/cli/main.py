@@ -247,13 +247,9 @@ def _model_uri(args: argparse.Namespace, settings) -> str:
 
 def _version_of(uri: str, settings) -> str | None:
     """models:/name@alias or models:/name/N → the version number it points at."""
-    from ragops.models.registry import alias_version
+    from ragops.models.registry import resolve_model_uri
 
-    tail = uri.removeprefix("models:/")
-    if "@" in tail:
-        return alias_version(settings, tail.split("@", 1)[1])
-    parts = tail.split("/")
-    return parts[1] if len(parts) > 1 and parts[1].isdigit() else None
+    return resolve_model_uri(settings, uri)[1]
 
 
 def cmd_ask(args: argparse.Namespace) -> int:

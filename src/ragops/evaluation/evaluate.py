@@ -154,21 +154,13 @@ class EvaluationResult:
 
 def resolve_model_version(settings: Settings, model_uri: str) -> tuple[str, str]:
     """``models:/name@alias`` or ``models:/name/3`` → (pinned ``models:/name/3``, "3")."""
-    from ragops.tracking import configure_mlflow
+    from ragops.models.registry import resolve_model_uri
 
-    client = configure_mlflow(settings, experiment=False)
-    if not model_uri.startswith("models:/"):
-        return model_uri, ""
-    rest = model_uri[len("models:/"):]
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        try:
-            version = str(client.get_model_version_by_alias(name, alias).version)
-        except Exception as exc:
-            raise EvaluationError(f"{model_uri}: no version of {name!r} has the alias {alias!r}") from exc
-    else:
-        name, _, version = rest.rpartition("/")
-    return f"models:/{name}/{version}", version
+    pinned, version = resolve_model_uri(settings, model_uri)
+    if version is None and "@" in model_uri:
+        name, alias = model_uri[len("models:/"):].split("@", 1)
+        raise EvaluationError(f"{model_uri}: no version of {name!r} has the alias {alias!r}")
+    return pinned, version or ""
 
 
 def load_target(settings: Settings, model_uri: str) -> EvalTarget:
@@ -184,11 +176,14 @@ def load_target(settings: Settings, model_uri: str) -> EvalTarget:
 
 # --- prediction ------------------------------------------------------------------------------
 
+def _as_list(value: Any) -> list:
+    """A list column's cell as a list (Delta gives arrays, None for a missing list)."""
+    return [] if value is None else list(value)
+
+
 def _answerable(row: Mapping[str, Any]) -> bool:
-    tags = list(row.get("tags") if row.get("tags") is not None else [])
-    has = len(row.get("expected_answers") if row.get("expected_answers") is not None else []) or len(
-        row.get("expected_doc_ids") if row.get("expected_doc_ids") is not None else [])
-    return "unanswerable" not in tags and bool(has)
+    has = _as_list(row.get("expected_answers")) or _as_list(row.get("expected_doc_ids"))
+    return "unanswerable" not in _as_list(row.get("tags")) and bool(has)
 
 
 def predict(target: EvalTarget, questions: pd.DataFrame, options: EvalOptions) -> pd.DataFrame:
@@ -228,10 +223,8 @@ def _records(questions: pd.DataFrame, predictions: pd.DataFrame) -> list[dict[st
             "inputs": {"question_id": q["question_id"], "question": q["question"]},
             "outputs": {"answer": p["answer"], "retrieved_doc_ids": list(p["retrieved_doc_ids"]),
                         "contexts": list(p["contexts"])},
-            "expectations": {"expected_answers": list(q["expected_answers"] if q["expected_answers"] is not None
-                                                      else []),
-                             "expected_doc_ids": list(q["expected_doc_ids"] if q["expected_doc_ids"] is not None
-                                                      else []),
+            "expectations": {"expected_answers": _as_list(q["expected_answers"]),
+                             "expected_doc_ids": _as_list(q["expected_doc_ids"]),
                              "answerable": _answerable(q)},
         })
     return records
@@ -459,6 +452,12 @@ def _log_summary(result: EvaluationResult) -> None:
 
 # --- stored results --------------------------------------------------------------------------
 
+def _table_version(tags: Mapping[str, str]) -> int | None:
+    """The eval_sets Delta version an evaluation run recorded (its time-travel point)."""
+    tv = tags.get(f"{TAG}eval_sets_table_version")
+    return int(tv) if tv not in (None, "", "None") else None
+
+
 def load_result(settings: Settings, lh: Lakehouse, run_id: str) -> EvaluationResult:
     """Rebuild a stored evaluation from its MLflow run and its ``eval_results`` rows."""
     from ragops.tracking import configure_mlflow
@@ -482,10 +481,9 @@ def load_result(settings: Settings, lh: Lakehouse, run_id: str) -> EvaluationRes
             failures[n] = failures.get(n, 0) + 1
     lineage = {k[len("ragops."):]: v for k, v in tags.items()
                if k.startswith("ragops.") and not k.startswith(TAG) and k != "ragops.kind"}
-    tv = tags.get(f"{TAG}eval_sets_table_version")
     return EvaluationResult(
         run_id=run_id, eval_set=tags[f"{TAG}eval_set"], eval_set_version=int(tags[f"{TAG}eval_set_version"]),
-        eval_sets_table_version=int(tv) if tv not in (None, "", "None") else None,
+        eval_sets_table_version=_table_version(tags),
         model_uri=tags.get(f"{TAG}model_uri") or None, model_version=tags.get(f"{TAG}model_version") or None,
         lineage=lineage, options=options, summaries=aggregate(frame, names, failures, options.n_boot),
         per_question=frame, reused=True)
@@ -545,9 +543,8 @@ def rerun(settings: Settings, lh: Lakehouse, run_id: str, *, harness: str | None
     options = EvalOptions.from_dict(json.loads(run.data.params["eval_options"]))
     if harness:
         options = replace(options, harness=harness)
-    tv = tags.get(f"{TAG}eval_sets_table_version")
     es = read_eval_set(lh, tags[f"{TAG}eval_set"], int(tags[f"{TAG}eval_set_version"]),
-                       table_version=int(tv) if tv not in (None, "", "None") else None)
+                       table_version=_table_version(tags))
     model_uri = tags.get(f"{TAG}model_uri")
     if not model_uri:
         raise EvaluationError(f"run {run_id} evaluated an unregistered chain; only model evaluations re-run")

@@ -18,6 +18,7 @@ from ragops.evaluation.eval_sets import read_eval_set
 from ragops.evaluation.evaluate import EvalOptions, EvaluationError, EvaluationResult, evaluate_model
 from ragops.evaluation.gates import GateReport, check_gates, load_gates
 from ragops.evaluation.report import comparison_frame, format_table, plot_comparison
+from ragops.evaluation.scorers import answer_only_metrics
 from ragops.evaluation.stats import PairedComparison, paired_bootstrap
 from ragops.lakehouse import Lakehouse
 from ragops.lakehouse.schemas import utcnow
@@ -63,15 +64,6 @@ class GateOutcome:
         }
 
 
-def _answer_metric(name: str) -> bool:
-    from ragops.evaluation.metrics import info
-
-    try:
-        return info(name).kind != "retrieval" and name not in ("context_relevance", "judge_context_relevance")
-    except ValueError:
-        return name.startswith("judge_")
-
-
 def compare(challenger: EvaluationResult, champion: EvaluationResult | None,
             n_boot: int = 2000) -> dict[str, PairedComparison]:
     """Paired (same questions) bootstrap comparison for every metric both evaluations have."""
@@ -104,8 +96,9 @@ def run_gate(settings: Settings, lh: Lakehouse, *, eval_set: str = "sample", gat
         champion = evaluate_model(settings, lh, f"models:/{name}/{champion_v}", es, options=options, reuse=True,
                                   extra_tags={"ragops.eval.role": "champion"})
     comparisons = compare(challenger, champion, n_boot=max(options.n_boot, 1000))
-    not_computed = sorted({r.metric for r in gates.rules if r.metric not in challenger.summaries
-                           and _answer_metric(r.metric) and not options.answers})
+    answer_only = set() if options.answers else answer_only_metrics(options.ks, options.ndcg_k)
+    not_computed = sorted({r.metric for r in gates.rules
+                           if r.metric in answer_only and r.metric not in challenger.summaries})
     if not_computed:  # a retrieval-only evaluation: answer gates do not apply (a typo still fails)
         log.warning("retrieval-only evaluation: gates on %s are not applied", ", ".join(not_computed))
         gates = replace(gates, rules=[r for r in gates.rules if r.metric not in not_computed])

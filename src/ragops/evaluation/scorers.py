@@ -144,3 +144,15 @@ def build_scorers(*, ks: Sequence[int], ndcg_k: int, answers: bool, embed=None, 
 def canonical_names(specs: Sequence[ScorerSpec]) -> dict[str, str]:
     """MLflow feedback name → canonical metric name, in reporting order."""
     return {M.mlflow_name(name): name for spec in specs for name in spec.metrics}
+
+
+def answer_only_metrics(ks: Sequence[int], ndcg_k: int) -> set[str]:
+    """The metrics an evaluation computes only when it generates answers (with an embedder and a
+    judge configured), i.e. what a retrieval-only evaluation leaves out by design."""
+    stand_in = object()  # the scorers only capture embed/judge; nothing is called here
+
+    def names(answers: bool) -> set[str]:
+        specs = build_scorers(ks=ks, ndcg_k=ndcg_k, answers=answers, embed=stand_in, judge=stand_in)
+        return set(canonical_names(specs).values())
+
+    return names(True) - names(False)

@@ -107,3 +107,24 @@ def rollback(settings: Settings, alias: str = "champion") -> AliasChange:
         client.set_registered_model_tag(name, tag, current)
         client.set_model_version_tag(name, current, "rolled_back_from", alias)
     return AliasChange(name, alias, str(previous), current)
+
+
+def resolve_model_uri(settings: Settings, model_uri: str) -> tuple[str, str | None]:
+    """``models:/name@alias`` or ``models:/name/3`` → (``models:/name/3``, ``"3"``): the version a URI
+    points at now. ``(model_uri, None)`` when it names no registered version (an unknown alias,
+    or a runs:/ or file URI)."""
+    if not model_uri.startswith("models:/"):
+        return model_uri, None
+    rest = model_uri[len("models:/"):]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        client = configure_mlflow(settings, experiment=False)
+        try:
+            version = str(client.get_model_version_by_alias(name, alias).version)
+        except Exception:
+            return model_uri, None
+    else:
+        name, _, version = rest.rpartition("/")
+        if not name or not version.isdigit():
+            return model_uri, None
+    return f"models:/{name}/{version}", version
