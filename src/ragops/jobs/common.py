@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ragops.config import Settings
-from ragops.lakehouse import Lakehouse, open_lakehouse
+from ragops.lakehouse import open_lakehouse
 from ragops.logs import setup_logging
 
 log = logging.getLogger("ragops.jobs")
@@ -37,18 +37,40 @@ def parse_named_parameters(argv: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def run_task(name: str, stage: Callable[[Lakehouse | None, Settings], Any], argv: Sequence[str] | None = None,
-             *, needs_lakehouse: bool = True) -> int:
+class TaskFailed(RuntimeError):
+    """A stage ran to the end but its verdict is "failed" (a quality gate, say): the task prints
+    ``report`` on stderr and ``summary`` as its JSON line, and exits 1 — no traceback."""
+
+    def __init__(self, message: str, report: str, summary: Any) -> None:
+        super().__init__(message)
+        self.report = report
+        self.summary = summary
+
+
+def _payload(summary: Any) -> Any:
+    return summary.to_dict() if hasattr(summary, "to_dict") else summary
+
+
+def run_task(name: str, stage: Callable[..., Any], argv: Sequence[str] | None = None,
+             *, needs_lakehouse: bool = True, with_params: bool = False) -> int:
+    """``stage(lh, settings)`` — or ``stage(lh, settings, params)`` with ``with_params`` for tasks
+    that read parameters beyond the settings (a sweep grid)."""
     setup_logging()
     params = parse_named_parameters(sys.argv[1:] if argv is None else argv)
     settings = Settings.from_variables(params)
+    extra = (params,) if with_params else ()
     started = time.perf_counter()
-    if needs_lakehouse:
-        with open_lakehouse(settings) as lh:
-            summary = stage(lh, settings)
-    else:  # e.g. logging a model from an index snapshot: no tables are touched
-        summary = stage(None, settings)
-    payload = summary.to_dict() if hasattr(summary, "to_dict") else summary
+    try:
+        if needs_lakehouse:
+            with open_lakehouse(settings) as lh:
+                summary = stage(lh, settings, *extra)
+        else:  # e.g. logging a model from an index snapshot: no tables are touched
+            summary = stage(None, settings, *extra)
+    except TaskFailed as exc:
+        print(exc.report, file=sys.stderr)
+        print(json.dumps({"task": name, "summary": _payload(exc.summary)}, default=str))
+        log.error("%s failed: %s", name, exc)
+        return 1
     log.info("%s finished in %.1fs", name, time.perf_counter() - started)
-    print(json.dumps({"task": name, "summary": payload}, default=str))
+    print(json.dumps({"task": name, "summary": _payload(summary)}, default=str))
     return 0
