@@ -37,6 +37,19 @@ def _settings(root: Path, source: Path, **extra):
     return Settings.from_variables({"root": str(root), "source_path": str(source), **extra})
 
 
+def _scifact_settings(root: Path, size: int):
+    """(main settings, index settings) for SciFact at ``size``: the sweep's index root for that
+    configuration is linked to the lakehouse bench_indexing.py built, so nothing is re-embedded."""
+    from ragops.evaluation.sweep import index_settings
+
+    base = _settings(root, BENCH / f"c{size}_title-src" / "corpus.jsonl")
+    idx = index_settings(base, "recursive", size, "all-MiniLM-L6-v2")
+    idx.root.parent.mkdir(parents=True, exist_ok=True)
+    if not idx.root.exists():
+        idx.root.symlink_to(BENCH / f"c{size}_title")
+    return base, idx
+
+
 def _register_scifact(lh):
     from ragops.evaluation.eval_sets import load_beir, register_eval_set
 
@@ -45,7 +58,7 @@ def _register_scifact(lh):
 
 def sweep(args) -> dict:
     from ragops.evaluation.evaluate import EvalOptions
-    from ragops.evaluation.sweep import SweepGrid, index_settings, run_sweep
+    from ragops.evaluation.sweep import SweepGrid, run_sweep
     from ragops.lakehouse import open_lakehouse
 
     root = Path(args.root)
@@ -53,12 +66,7 @@ def sweep(args) -> dict:
                     "load_before": loadavg(), "published": PUBLISHED, "runs": []}
     tables = []
     for size in args.sizes:
-        src = BENCH / f"c{size}_title-src"
-        base = _settings(root, src / "corpus.jsonl")
-        link = index_settings(base, "recursive", size, "all-MiniLM-L6-v2").root
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(BENCH / f"c{size}_title")
+        base, _ = _scifact_settings(root, size)
         with open_lakehouse(base) as lh:
             _register_scifact(lh)
             t0 = time.perf_counter()
@@ -87,15 +95,7 @@ def throughput(args) -> dict:
     from ragops.index.search import Searcher
     from ragops.lakehouse import open_lakehouse
 
-    size = args.sizes[0]
-    src = BENCH / f"c{size}_title-src"
-    base = _settings(Path(args.root), src / "corpus.jsonl")
-    from ragops.evaluation.sweep import index_settings
-
-    idx = index_settings(base, "recursive", size, "all-MiniLM-L6-v2")
-    idx.root.parent.mkdir(parents=True, exist_ok=True)
-    if not idx.root.exists():
-        idx.root.symlink_to(BENCH / f"c{size}_title")
+    base, idx = _scifact_settings(Path(args.root), args.sizes[0])
     result: dict = {"benchmark": "bench_eval_throughput", "date": now_iso(), "argv": sys.argv,
                     "machine": machine_info(), "load_before": loadavg(), "queries": 300, "target_s": 30}
     t0 = time.perf_counter()
