@@ -56,19 +56,10 @@ def make_settings(tmp_path: Path):
 
 
 def run_pipeline(settings) -> dict:
-    from ragops.chunking import run_chunking
-    from ragops.embedding.embed import run_embedding
-    from ragops.index import run_index_sync
-    from ragops.ingest import run_ingest
-    from ragops.lakehouse import open_lakehouse
+    """ingest → chunk → embed → index_sync, as ingest_job runs them; the summary of each step."""
+    from ragops.evaluation.sweep import build_index
 
-    lh = open_lakehouse(settings)
-    return {
-        "ingest": run_ingest(lh, settings),
-        "chunk": run_chunking(lh, settings),
-        "embed": run_embedding(lh, settings),
-        "index_sync": run_index_sync(lh, settings),
-    }
+    return build_index(settings)
 
 
 @pytest.fixture(scope="session")
