@@ -74,3 +74,9 @@ def test_rollback_without_history_is_a_clear_error(tmp_path, capsys):
     assert cli(["model", "rollback", "--var", f"root={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "rag_chain" in err and ("not registered" in err or "nothing to roll back" in err)
+
+
+def test_rerun_of_an_unknown_run_is_a_clear_error(tmp_path, capsys):
+    assert cli(["eval", "--var", f"root={tmp_path}", "--rerun", "no-such-run"]) == 2
+    err = capsys.readouterr().err
+    assert "no MLflow run 'no-such-run'" in err and "Traceback" not in err

@@ -452,6 +452,17 @@ def _log_summary(result: EvaluationResult) -> None:
 
 # --- stored results --------------------------------------------------------------------------
 
+def _get_run(settings: Settings, run_id: str):
+    from ragops.tracking import configure_mlflow
+
+    client = configure_mlflow(settings)
+    try:
+        return client.get_run(run_id)
+    except Exception as exc:
+        raise EvaluationError(f"no MLflow run {run_id!r} in {settings.tracking_uri}; "
+                              "`ragops eval --json` prints the run id of each evaluation") from exc
+
+
 def _table_version(tags: Mapping[str, str]) -> int | None:
     """The eval_sets Delta version an evaluation run recorded (its time-travel point)."""
     tv = tags.get(f"{TAG}eval_sets_table_version")
@@ -460,10 +471,7 @@ def _table_version(tags: Mapping[str, str]) -> int | None:
 
 def load_result(settings: Settings, lh: Lakehouse, run_id: str) -> EvaluationResult:
     """Rebuild a stored evaluation from its MLflow run and its ``eval_results`` rows."""
-    from ragops.tracking import configure_mlflow
-
-    client = configure_mlflow(settings)
-    run = client.get_run(run_id)
+    run = _get_run(settings, run_id)
     tags, params = run.data.tags, run.data.params
     options = EvalOptions.from_dict(json.loads(params["eval_options"]))
     rows = lh.read("eval_results", where={"run_id": [run_id]}).sort_values("question_id").reset_index(drop=True)
@@ -533,10 +541,7 @@ def rerun(settings: Settings, lh: Lakehouse, run_id: str, *, harness: str | None
     at the same Delta table version (time travel), the same options."""
     from dataclasses import replace
 
-    from ragops.tracking import configure_mlflow
-
-    client = configure_mlflow(settings)
-    run = client.get_run(run_id)
+    run = _get_run(settings, run_id)
     tags = run.data.tags
     if tags.get("ragops.kind") != "evaluation":
         raise EvaluationError(f"run {run_id} is not an evaluation run")
