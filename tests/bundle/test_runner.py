@@ -63,3 +63,84 @@ def test_notebook_tasks_run_through_papermill(bundle_copy, tmp_path):  # noqa: F
     assert run.ok, run.tasks[0].error
     assert out.read_text() == "hello local"
     assert run.tasks[0].output_notebook.endswith("hello.ipynb")
+
+
+def _write_jobs(root, jobs: dict) -> None:
+    (root / "resources" / "flow_jobs.yml").write_text(yaml.safe_dump({"resources": {"jobs": jobs}}))
+
+
+@pytest.fixture
+def flow_bundle(bundle_copy, tmp_path):  # noqa: F811
+    """A parent job whose condition decides whether it runs a child job; the child's notebook
+    appends a line to a file (or raises, when told to fail)."""
+    import nbformat
+
+    nb = bundle_copy / "notebooks" / "append.ipynb"
+    cells = [nbformat.v4.new_code_cell("out = ''\nwho = ''\nfail = 'no'"), nbformat.v4.new_code_cell(
+        "assert fail != 'yes', 'told to fail'\nwith open(out, 'a') as f:\n    f.write(who + '\\n')")]
+    cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), nb)
+    out = tmp_path / "child.txt"
+    _write_jobs(bundle_copy, {
+        "child_job": {
+            "parameters": [{"name": "who", "default": "nobody"}, {"name": "fail", "default": "no"}],
+            "tasks": [{"task_key": "append", "notebook_task": {"notebook_path": "../notebooks/append", "base_parameters": {
+                "out": str(out), "who": "{{job.parameters.who}}", "fail": "{{job.parameters.fail}}"}}}],
+        },
+        "parent_job": {
+            "parameters": [{"name": "go", "default": "true"}, {"name": "fail", "default": "no"}],
+            "tasks": [
+                {"task_key": "check", "condition_task": {"op": "EQUAL_TO", "left": "{{job.parameters.go}}", "right": "true"}},
+                {"task_key": "run_child", "depends_on": [{"task_key": "check", "outcome": "true"}],
+                 "run_job_task": {"job_id": "${resources.jobs.child_job.id}",
+                                  "job_parameters": {"who": "parent", "fail": "{{job.parameters.fail}}"}}},
+            ],
+        },
+    })
+    return bundle_copy, out
+
+
+def test_condition_true_runs_the_child_job_with_its_parameters(flow_bundle, tmp_path):
+    root, out = flow_bundle
+    seen = []
+    run = run_job(load_bundle(root), "parent_job", runs_dir=tmp_path / "runs", on_task=lambda t: seen.append(t.task_key))
+    assert run.ok, [t.error for t in run.tasks]
+    assert out.read_text() == "parent\n"
+    check, child = run.tasks
+    assert check.summary["outcome"] == "true"
+    assert child.summary["job"] == "child_job" and child.summary["tasks"] == {"append": "succeeded"}
+    assert (tmp_path / "runs" / "child_job" / child.summary["run_id"] / "run.json").is_file()
+    assert seen == ["check", "run_child → child_job.append", "run_child"]
+
+
+def test_condition_false_excludes_the_branch_and_the_run_still_succeeds(flow_bundle, tmp_path):
+    root, out = flow_bundle
+    run = run_job(load_bundle(root), "parent_job", {"go": "false"}, runs_dir=tmp_path / "runs")
+    assert run.ok
+    assert [t.status for t in run.tasks] == ["succeeded", "excluded"]
+    assert "condition 'check' was false" in run.tasks[1].error
+    assert not out.exists()
+
+
+def test_a_failed_child_job_fails_the_parent_task_and_names_the_child_task(flow_bundle, tmp_path):
+    root, _ = flow_bundle
+    run = run_job(load_bundle(root), "parent_job", {"fail": "yes"}, runs_dir=tmp_path / "runs")
+    assert not run.ok and run.failed[0].task_key == "run_child"
+    assert "job child_job" in run.failed[0].error and "append:" in run.failed[0].error
+    assert run.failed[0].summary["tasks"] == {"append": "failed"}
+
+
+def test_numeric_comparisons_and_string_inequality():
+    from ragops.bundle.runner import condition_outcome
+
+    assert condition_outcome("GREATER_THAN", "10", "9") is True  # numbers, not strings ("10" < "9")
+    assert condition_outcome("EQUAL_TO", "1.0", "1") is True
+    assert condition_outcome("NOT_EQUAL", "a", "b") is True
+    with pytest.raises(BundleError, match="needs two numbers"):
+        condition_outcome("LESS_THAN", "a", "b")
+
+
+def test_a_job_id_outside_the_bundle_is_a_clear_error_locally(bundle_copy, tmp_path):  # noqa: F811
+    _write_jobs(bundle_copy, {"remote_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": 123456}}]}})
+    run = run_job(load_bundle(bundle_copy), "remote_job", runs_dir=tmp_path / "runs")
+    assert not run.ok and "123456 is not a job of this bundle" in run.tasks[0].error

@@ -95,3 +95,31 @@ def test_unknown_target_and_variable(bundle_copy):
         load_bundle(bundle_copy, "qa")
     with pytest.raises(BundleError, match="--var chunk_sise=…: no such variable"):
         load_bundle(bundle_copy, None, {"chunk_sise": "1"})
+
+
+def _add_jobs(root: Path, jobs: dict) -> None:
+    (root / "resources" / "extra_jobs.yml").write_text(yaml.safe_dump({"resources": {"jobs": jobs}}))
+
+
+def test_control_flow_mistakes_name_the_task(bundle_copy):
+    _add_jobs(bundle_copy, {"flow_job": {"parameters": [{"name": "x", "default": "1"}], "tasks": [
+        {"task_key": "cond", "condition_task": {"op": "EQUALS", "left": "{{job.parameters.x}}", "right": "1"}},
+        {"task_key": "after", "depends_on": [{"task_key": "cond", "outcome": "yes"}],
+         "run_job_task": {"job_id": "${resources.jobs.ingest_job.id}", "job_parameters": {"colour": "red"}}},
+        {"task_key": "wrong", "depends_on": [{"task_key": "after", "outcome": "true"}],
+         "run_job_task": {"job_id": "${resources.jobs.nope_job.id}"}},
+    ]}})
+    found = issues_of(bundle_copy)
+    assert any("condition_task.op" in i and "'EQUALS' is not one of EQUAL_TO" in i for i in found)
+    assert any("tasks[1].depends_on" in i and "outcome must be \"true\" or \"false\"" in i for i in found)
+    assert any("job_parameters.colour" in i and "job 'ingest_job' has no parameter 'colour'" in i for i in found)
+    assert any("tasks[2].depends_on" in i and "'after' is not one" in i for i in found)
+    assert any("${resources.jobs.nope_job.id} does not resolve" in i for i in found)
+
+
+def test_jobs_that_run_each_other_are_a_cycle(bundle_copy):
+    _add_jobs(bundle_copy, {
+        "a_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": "${resources.jobs.b_job.id}"}}]},
+        "b_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": "${resources.jobs.a_job.id}"}}]},
+    })
+    assert any("run_job_task cycle: a_job → b_job → a_job" in i for i in issues_of(bundle_copy))

@@ -1,4 +1,5 @@
-"""``ragops bundle run rag_chain_job`` then ``ragops ask``: the issue-3 interface, as a user runs it."""
+"""``ragops bundle run rag_chain_job`` then ``ragops ask``: the issue-3 interface, as a user runs it.
+The job evaluates what it registered (evaluate_job as a run_job_task) and promotes it on pass."""
 
 from __future__ import annotations
 
@@ -12,17 +13,27 @@ from tests.integration.test_ingest_job import ragops, run_record
 pytestmark = pytest.mark.slow
 
 
-def test_rag_chain_job_registers_a_challenger_and_ask_uses_it(built):
+def test_rag_chain_job_registers_evaluates_and_promotes_and_ask_uses_it(built):
     settings, _ = built
     root = f"root={settings.root}"
     before = len(versions_frame(settings))
-    proc = ragops("bundle", "run", "rag_chain_job", "--var", root, "--var", "llm_max_new_tokens=16", "--json")
+    proc = ragops("bundle", "run", "rag_chain_job", "--var", root, "--var", "llm_max_new_tokens=16",
+                  "--var", "eval_answers=false", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = run_record(proc)["tasks"][0]["summary"]
+    record = run_record(proc)
+    summary = record["tasks"][0]["summary"]
     frame = versions_frame(settings)
     assert len(frame) == before + 1
     assert summary["version"] == str(frame["version"].max()) == alias_version(settings, "challenger")
     assert summary["lineage"]["index_snapshot"] == frame["index_snapshot"].iloc[-1]
+
+    # evaluated right after registration, in the same run: the gates passed and it is @champion now
+    evaluate = {t["task_key"]: t for t in record["tasks"]}["evaluate"]
+    assert evaluate["status"] == "succeeded" and evaluate["summary"]["job"] == "evaluate_job"
+    verdict = evaluate["summary"]["summaries"]["evaluate"]
+    assert verdict["challenger_version"] == summary["version"] and verdict["promoted"]["version"] == summary["version"]
+    assert alias_version(settings, "champion") == summary["version"]
+    assert "rag_chain_job.evaluate → evaluate_job.evaluate succeeded" in proc.stderr
 
     ask = ragops("ask", "What is the default retention period for raw samples?", "--json", "--var", root,
                  "--model-uri", f"models:/rag_chain/{summary['version']}")

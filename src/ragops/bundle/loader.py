@@ -5,6 +5,10 @@ Resolution order for variables: the variable's ``default`` → the target's ``va
 implicitly, to keep local runs reproducible. ``${var.*}``, ``${bundle.*}`` and ``${workspace.*}``
 references are substituted at load time; ``{{job.parameters.*}}`` and other ``{{…}}`` dynamic value
 references are left for the runner, as Databricks resolves them at run time.
+
+``${resources.jobs.<name>.id}`` (what a ``run_job_task`` names) is the job's numeric id once
+``databricks bundle deploy`` has created it; locally it resolves to ``local:<name>``
+(:data:`LOCAL_JOB_ID_PREFIX`), which the runner maps back to the bundle's job.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import yaml
 
 BUNDLE_FILE = "databricks.yml"
 _REF = re.compile(r"\$\{([a-zA-Z0-9_.\-\[\]]+)\}")
+#: What ``${resources.jobs.<name>.id}`` resolves to locally: this prefix + the job's key.
+LOCAL_JOB_ID_PREFIX = "local:"
 
 
 class BundleError(ValueError):
@@ -165,6 +171,7 @@ def load_bundle(
             "file_path": str(root),
             "current_user": {"userName": getpass.getuser(), "short_name": getpass.getuser()},
         },
+        "resources": {"jobs": {n: {"id": LOCAL_JOB_ID_PREFIX + n} for n in (resources.get("jobs") or {})}},
     }
     unresolved: list[tuple[str, str, str]] = []
     variables = {k: _interpolate(v, variables, context, unresolved, "variables", k) for k, v in variables.items()}

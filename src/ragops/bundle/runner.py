@@ -5,6 +5,12 @@ task's ``named_parameters`` as ``--name=value`` arguments (what Databricks does)
 tasks execute through papermill with ``base_parameters``. ``{{job.parameters.*}}`` references take
 the job parameter defaults (which reference bundle variables) or ``--param`` overrides.
 A failed task fails the run; tasks that depend on it are skipped.
+
+Control flow follows the Databricks Jobs semantics: a ``condition_task`` compares ``left`` and
+``right`` (as numbers when both parse, else as strings) and its outcome decides which dependants
+run (``depends_on: [{task_key, outcome: "true"}]``); the others are *excluded*, which does not
+fail the run. A ``run_job_task`` runs another job of the bundle (``${resources.jobs.<name>.id}``)
+with its ``job_parameters``, as a nested run, and fails when that run fails.
 """
 
 from __future__ import annotations
@@ -19,12 +25,12 @@ import time
 import traceback
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ragops.bundle.loader import Bundle, BundleError
-from ragops.bundle.validate import _DYNAMIC, entry_point_target, notebook_file, validate_bundle
+from ragops.bundle.validate import _DYNAMIC, bundle_job_of, entry_point_target, notebook_file, validate_bundle
 
 log = logging.getLogger("ragops.bundle")
 
@@ -32,7 +38,7 @@ log = logging.getLogger("ragops.bundle")
 @dataclass
 class TaskRun:
     task_key: str
-    status: str = "pending"  # pending | succeeded | failed | skipped
+    status: str = "pending"  # pending | succeeded | failed | skipped (upstream failed) | excluded (by a condition)
     seconds: float = 0.0
     summary: Any = None
     error: str = ""
@@ -50,7 +56,7 @@ class JobRun:
 
     @property
     def ok(self) -> bool:
-        return all(t.status == "succeeded" for t in self.tasks)
+        return all(t.status in ("succeeded", "excluded") for t in self.tasks)
 
     @property
     def failed(self) -> list[TaskRun]:
@@ -87,6 +93,21 @@ def _resolve_dynamic(value: Any, context: Mapping[str, str]) -> Any:
     return value
 
 
+def condition_outcome(op: str, left: Any, right: Any) -> bool:
+    """A ``condition_task``: numbers compare as numbers, anything else as strings (equality only)."""
+    import operator
+
+    ops = {"EQUAL_TO": operator.eq, "NOT_EQUAL": operator.ne, "GREATER_THAN": operator.gt,
+           "GREATER_THAN_OR_EQUAL": operator.ge, "LESS_THAN": operator.lt, "LESS_THAN_OR_EQUAL": operator.le}
+    try:
+        a, b = float(left), float(right)
+    except (TypeError, ValueError):
+        a, b = str(left), str(right)
+        if op not in ("EQUAL_TO", "NOT_EQUAL"):
+            raise BundleError(f"condition {left!r} {op} {right!r}: {op} needs two numbers") from None
+    return ops[op](a, b)
+
+
 class _Tee(io.TextIOBase):
     def __init__(self, stream) -> None:
         self.stream, self.lines = stream, io.StringIO()
@@ -109,7 +130,7 @@ def _last_summary(text: str) -> Any:
 
 
 def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = None,
-            *, runs_dir: Path | None = None, on_task=None) -> JobRun:
+            *, runs_dir: Path | None = None, on_task=None, _callers: tuple[str, ...] = ()) -> JobRun:
     job = bundle.job(job_name)
     issues = [i for i in validate_bundle(bundle) if f"resources.jobs.{job_name}" in i.key or "resources" not in i.key]
     if issues:
@@ -132,10 +153,9 @@ def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = No
     try:
         for task in ordered:
             tr = status[task["task_key"]]
-            deps = [d["task_key"] if isinstance(d, dict) else d for d in task.get("depends_on") or []]
-            if any(status[d].status != "succeeded" for d in deps):
-                tr.status = "skipped"
-                tr.error = "upstream task did not succeed"
+            blocked = _blocked(task, status)
+            if blocked:
+                tr.status, tr.error = blocked
                 if on_task:
                     on_task(tr)
                 continue
@@ -147,28 +167,23 @@ def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = No
             t0 = time.perf_counter()
             try:
                 if "python_wheel_task" in resolved:
-                    body = resolved["python_wheel_task"]
-                    argv = [f"--{k}={v}" for k, v in (body.get("named_parameters") or {}).items()]
-                    argv += [str(a) for a in body.get("parameters") or []]
-                    fn = entry_point_target(body["package_name"], body["entry_point"])
-                    tee = _Tee(sys.stdout)
-                    with contextlib.redirect_stdout(tee):
-                        try:
-                            rc = fn(argv)
-                        except SystemExit as exc:
-                            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                            if exc.code not in (None, 0) and not isinstance(exc.code, int):
-                                tr.error = str(exc.code)
-                    tr.summary = _last_summary(tee.lines.getvalue())
-                    if rc not in (None, 0):
-                        raise RuntimeError(tr.error or f"entry point {body['entry_point']} exited with {rc}")
+                    _run_wheel_task(resolved["python_wheel_task"], tr)
                 elif "notebook_task" in resolved:
                     body = resolved["notebook_task"]
                     nb = notebook_file(bundle, file, body["notebook_path"])
                     tr.output_notebook = str(run_notebook(nb, out_dir / f"{tr.task_key}.ipynb",
                                                           body.get("base_parameters") or {}, bundle.root))
+                elif "condition_task" in resolved:
+                    body = resolved["condition_task"]
+                    outcome = condition_outcome(body["op"], body["left"], body["right"])
+                    tr.summary = {"outcome": str(outcome).lower(), "left": body["left"], "op": body["op"],
+                                  "right": body["right"]}
+                elif "run_job_task" in resolved:
+                    tr.summary = _run_child_job(bundle, resolved["run_job_task"], tr, runs_dir, on_task,
+                                                (*_callers, job_name))
                 else:
-                    raise BundleError(f"task {tr.task_key!r}: only python_wheel_task and notebook_task run locally")
+                    raise BundleError(f"task {tr.task_key!r}: only python_wheel_task, notebook_task, "
+                                      "condition_task and run_job_task run locally")
                 tr.status = "succeeded"
             except Exception as exc:  # a task failure must not take the runner down
                 tr.status = "failed"
@@ -184,6 +199,66 @@ def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str))
     return run
+
+
+def _blocked(task: dict[str, Any], status: Mapping[str, TaskRun]) -> tuple[str, str] | None:
+    """(status, reason) when ``task`` must not run: an upstream task failed or was skipped
+    (skipped), or was excluded or a condition took the other branch (excluded)."""
+    excluded = None
+    for dep in task.get("depends_on") or []:
+        key = dep["task_key"] if isinstance(dep, dict) else dep
+        up = status[key]
+        if up.status in ("failed", "skipped"):
+            return "skipped", f"upstream task {key!r} did not succeed"
+        if up.status == "excluded":
+            excluded = f"upstream task {key!r} was excluded"
+        elif isinstance(dep, dict) and "outcome" in dep and (up.summary or {}).get("outcome") != str(dep["outcome"]):
+            excluded = f"condition {key!r} was {(up.summary or {}).get('outcome')}"
+    return ("excluded", excluded) if excluded else None
+
+
+def _run_wheel_task(body: Mapping[str, Any], tr: TaskRun) -> None:
+    argv = [f"--{k}={v}" for k, v in (body.get("named_parameters") or {}).items()]
+    argv += [str(a) for a in body.get("parameters") or []]
+    fn = entry_point_target(body["package_name"], body["entry_point"])
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        try:
+            rc = fn(argv)
+        except SystemExit as exc:
+            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if exc.code not in (None, 0) and not isinstance(exc.code, int):
+                tr.error = str(exc.code)
+    tr.summary = _last_summary(tee.lines.getvalue())
+    if rc not in (None, 0):
+        raise RuntimeError(tr.error or f"entry point {body['entry_point']} exited with {rc}")
+
+
+def _run_child_job(bundle: Bundle, body: Mapping[str, Any], tr: TaskRun, runs_dir: Path, on_task,
+                   callers: tuple[str, ...]) -> dict[str, Any]:
+    child = bundle_job_of(body.get("job_id"))
+    if child is None:
+        raise BundleError(f"run_job_task job_id {body.get('job_id')!r} is not a job of this bundle; "
+                          "locally only the bundle's own jobs (${resources.jobs.<name>.id}) can run")
+    if child in callers:
+        raise BundleError(f"run_job_task cycle: {' → '.join((*callers, child))}")
+
+    def report(child_task: TaskRun) -> None:
+        if on_task:
+            on_task(replace(child_task, task_key=f"{tr.task_key} → {child}.{child_task.task_key}"))
+
+    log.info("▶ %s runs job %s", tr.task_key, child)
+    child_run = run_job(bundle, child, body.get("job_parameters") or {}, runs_dir=runs_dir, on_task=report,
+                        _callers=callers)
+    summary = {"job": child, "run_id": child_run.run_id, "ok": child_run.ok,
+               "tasks": {t.task_key: t.status for t in child_run.tasks},
+               "summaries": {t.task_key: t.summary for t in child_run.tasks if t.summary is not None}}
+    if not child_run.ok:
+        tr.summary = summary
+        failed = "; ".join(f"{t.task_key}: {t.error}" for t in child_run.failed)
+        tr.error = f"job {child} (run {child_run.run_id}) failed at {failed}"
+        raise RuntimeError(tr.error)
+    return summary
 
 
 def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], cwd: Path) -> Path:

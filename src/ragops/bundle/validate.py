@@ -8,9 +8,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ragops.bundle.loader import BUNDLE_FILE, Bundle, BundleError, load_bundle
+from ragops.bundle.loader import BUNDLE_FILE, LOCAL_JOB_ID_PREFIX, Bundle, BundleError, load_bundle
 
 TASK_TYPES = ("python_wheel_task", "notebook_task", "spark_python_task", "run_job_task", "condition_task")
+#: ``condition_task.op`` values (Databricks Jobs API).
+CONDITION_OPS = ("EQUAL_TO", "NOT_EQUAL", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN", "LESS_THAN_OR_EQUAL")
 #: ``{{…}}`` dynamic value references Databricks resolves at run time (the ones ragops jobs use).
 _DYNAMIC = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 _KNOWN_DYNAMIC = re.compile(
@@ -78,8 +80,16 @@ def _cycle(tasks: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
+def bundle_job_of(job_id: Any) -> str | None:
+    """The bundle job a ``run_job_task.job_id`` names locally (``local:<name>``), else None."""
+    if isinstance(job_id, str) and job_id.startswith(LOCAL_JOB_ID_PREFIX):
+        return job_id.removeprefix(LOCAL_JOB_ID_PREFIX)
+    return None
+
+
 def validate_bundle(bundle: Bundle) -> list[Issue]:
     issues: list[Issue] = []
+    triggers: dict[str, list[str]] = {}  # job → jobs its run_job_tasks run
     for file, key, ref in bundle.unresolved:
         issues.append(Issue(file, key, f"{ref} does not resolve (unknown variable or reference)"))
     targets = bundle.raw.get("targets") or {}
@@ -107,6 +117,9 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
             issues.append(Issue(file, f"{base}.schedule", "a schedule needs quartz_cron_expression"))
 
         keys: dict[str, list[str]] = {}
+        outcomes: list[tuple[str, str, Any]] = []  # (task key path, upstream task, outcome)
+        conditions: set[str] = set()
+        triggers[job_name] = []
         for i, task in enumerate(tasks):
             tkey = f"{base}.tasks[{i}]"
             if not isinstance(task, dict) or not task.get("task_key"):
@@ -117,9 +130,11 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
                 issues.append(Issue(file, f"{tkey}.task_key", f"duplicate task_key {name!r}"))
             deps = [d.get("task_key") if isinstance(d, dict) else d for d in task.get("depends_on") or []]
             keys[name] = deps
+            outcomes += [(f"{tkey}.depends_on", d["task_key"], d["outcome"])
+                         for d in task.get("depends_on") or [] if isinstance(d, dict) and "outcome" in d]
             kinds = [k for k in TASK_TYPES if k in task]
             if len(kinds) != 1:
-                issues.append(Issue(file, tkey, f"task {name!r} needs exactly one of {', '.join(TASK_TYPES[:2])} (found {kinds or 'none'})"))
+                issues.append(Issue(file, tkey, f"task {name!r} needs exactly one of {', '.join(TASK_TYPES)} (found {kinds or 'none'})"))
                 continue
             kind = kinds[0]
             body = task[kind] or {}
@@ -138,6 +153,25 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
                 elif notebook_file(bundle, file, nb) is None:
                     issues.append(Issue(file, f"{tkey}.notebook_task.notebook_path",
                                         f"notebook {nb!r} not found (paths are relative to {file})"))
+            elif kind == "condition_task":
+                conditions.add(name)
+                if body.get("op") not in CONDITION_OPS:
+                    issues.append(Issue(file, f"{tkey}.condition_task.op",
+                                        f"{body.get('op')!r} is not one of {', '.join(CONDITION_OPS)}"))
+                for side in ("left", "right"):
+                    if side not in body:
+                        issues.append(Issue(file, f"{tkey}.condition_task", f"needs {side}"))
+            elif kind == "run_job_task":
+                child = bundle_job_of(body.get("job_id"))
+                if body.get("job_id") in (None, ""):
+                    issues.append(Issue(file, f"{tkey}.run_job_task", "needs job_id (e.g. ${resources.jobs.<name>.id})"))
+                elif child is not None:
+                    triggers[job_name].append(child)
+                    declared = {p.get("name") for p in bundle.jobs[child].get("parameters") or [] if isinstance(p, dict)}
+                    for pname in body.get("job_parameters") or {}:
+                        if pname not in declared:
+                            issues.append(Issue(file, f"{tkey}.run_job_task.job_parameters.{pname}",
+                                                f"job {child!r} has no parameter {pname!r}"))
             for skey, text in _walk_strings(task, tkey):
                 for ref in _DYNAMIC.findall(text):
                     if ref.startswith("job.parameters."):
@@ -150,9 +184,19 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
             for d in deps:
                 if d not in keys:
                     issues.append(Issue(file, f"{base}.tasks.{name}.depends_on", f"depends on unknown task {d!r}"))
+        for where, upstream, outcome in outcomes:
+            if upstream not in conditions:
+                issues.append(Issue(file, where, f"outcome is only for a condition_task; {upstream!r} is not one"))
+            elif outcome not in ("true", "false"):
+                issues.append(Issue(file, where, f'outcome must be "true" or "false", not {outcome!r}'))
         cycle = _cycle(keys)
         if cycle:
             issues.append(Issue(file, f"{base}.tasks", f"dependency cycle: {' → '.join(cycle)}"))
+    cycle = _cycle(triggers)
+    if cycle:
+        first = cycle[0]
+        issues.append(Issue(bundle.sources.get(f"jobs.{first}", BUNDLE_FILE), f"resources.jobs.{first}",
+                            f"run_job_task cycle: {' → '.join(cycle)}"))
     return issues
 
 

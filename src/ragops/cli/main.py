@@ -97,7 +97,8 @@ def cmd_bundle_run(args: argparse.Namespace) -> int:
         runs_dir = (settings_root if settings_root.is_absolute() else bundle.root / settings_root) / "runs"
 
         def on_task(tr) -> None:
-            mark = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]-[/]"}[tr.status]
+            mark = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]-[/]",
+                    "excluded": "[dim]○[/]"}[tr.status]
             console.print(f"{mark} {args.job}.{tr.task_key} {tr.status} in {tr.seconds:.1f}s")
 
         console.print(f"[bold]running {args.job}[/] on target [bold]{bundle.target}[/] "
@@ -127,7 +128,7 @@ def _short_summary(summary: Any) -> str:
     if not isinstance(summary, dict):
         return ""
     keys = ("documents", "new", "updated", "deleted", "rejected", "chunks_written", "embedded", "mode",
-            "added", "total", "snapshot_id")
+            "added", "total", "snapshot_id", "version", "outcome", "job", "run_id")
     return ", ".join(f"{k}={summary[k]}" for k in keys if k in summary and summary[k] not in (None, ""))
 
 
