@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from ragops.bundle.loader import Bundle, BundleError
-from ragops.bundle.validate import _DYNAMIC, bundle_job_of, entry_point_target, notebook_file, validate_bundle
+from ragops.bundle.validate import (
+    _DYNAMIC,
+    CONDITION_OPS,
+    bundle_job_of,
+    entry_point_target,
+    notebook_file,
+    validate_bundle,
+)
 
 log = logging.getLogger("ragops.bundle")
 
@@ -95,17 +102,13 @@ def _resolve_dynamic(value: Any, context: Mapping[str, str]) -> Any:
 
 def condition_outcome(op: str, left: Any, right: Any) -> bool:
     """A ``condition_task``: numbers compare as numbers, anything else as strings (equality only)."""
-    import operator
-
-    ops = {"EQUAL_TO": operator.eq, "NOT_EQUAL": operator.ne, "GREATER_THAN": operator.gt,
-           "GREATER_THAN_OR_EQUAL": operator.ge, "LESS_THAN": operator.lt, "LESS_THAN_OR_EQUAL": operator.le}
     try:
         a, b = float(left), float(right)
     except (TypeError, ValueError):
         a, b = str(left), str(right)
         if op not in ("EQUAL_TO", "NOT_EQUAL"):
             raise BundleError(f"condition {left!r} {op} {right!r}: {op} needs two numbers") from None
-    return ops[op](a, b)
+    return CONDITION_OPS[op](a, b)
 
 
 class _Tee(io.TextIOBase):
@@ -179,8 +182,7 @@ def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = No
                     tr.summary = {"outcome": str(outcome).lower(), "left": body["left"], "op": body["op"],
                                   "right": body["right"]}
                 elif "run_job_task" in resolved:
-                    tr.summary = _run_child_job(bundle, resolved["run_job_task"], tr, runs_dir, on_task,
-                                                (*_callers, job_name))
+                    _run_child_job(bundle, resolved["run_job_task"], tr, runs_dir, on_task, (*_callers, job_name))
                 else:
                     raise BundleError(f"task {tr.task_key!r}: only python_wheel_task, notebook_task, "
                                       "condition_task and run_job_task run locally")
@@ -235,7 +237,7 @@ def _run_wheel_task(body: Mapping[str, Any], tr: TaskRun) -> None:
 
 
 def _run_child_job(bundle: Bundle, body: Mapping[str, Any], tr: TaskRun, runs_dir: Path, on_task,
-                   callers: tuple[str, ...]) -> dict[str, Any]:
+                   callers: tuple[str, ...]) -> None:
     child = bundle_job_of(body.get("job_id"))
     if child is None:
         raise BundleError(f"run_job_task job_id {body.get('job_id')!r} is not a job of this bundle; "
@@ -250,15 +252,13 @@ def _run_child_job(bundle: Bundle, body: Mapping[str, Any], tr: TaskRun, runs_di
     log.info("▶ %s runs job %s", tr.task_key, child)
     child_run = run_job(bundle, child, body.get("job_parameters") or {}, runs_dir=runs_dir, on_task=report,
                         _callers=callers)
-    summary = {"job": child, "run_id": child_run.run_id, "ok": child_run.ok,
-               "tasks": {t.task_key: t.status for t in child_run.tasks},
-               "summaries": {t.task_key: t.summary for t in child_run.tasks if t.summary is not None}}
+    tr.summary = {"job": child, "run_id": child_run.run_id, "ok": child_run.ok,
+                  "tasks": {t.task_key: t.status for t in child_run.tasks},
+                  "summaries": {t.task_key: t.summary for t in child_run.tasks if t.summary is not None}}
     if not child_run.ok:
-        tr.summary = summary
         failed = "; ".join(f"{t.task_key}: {t.error}" for t in child_run.failed)
         tr.error = f"job {child} (run {child_run.run_id}) failed at {failed}"
         raise RuntimeError(tr.error)
-    return summary
 
 
 def run_notebook(path: Path, output: Path, parameters: Mapping[str, Any], cwd: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -11,8 +12,9 @@ from typing import Any
 from ragops.bundle.loader import BUNDLE_FILE, LOCAL_JOB_ID_PREFIX, Bundle, BundleError, load_bundle
 
 TASK_TYPES = ("python_wheel_task", "notebook_task", "spark_python_task", "run_job_task", "condition_task")
-#: ``condition_task.op`` values (Databricks Jobs API).
-CONDITION_OPS = ("EQUAL_TO", "NOT_EQUAL", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN", "LESS_THAN_OR_EQUAL")
+#: ``condition_task.op`` values (Databricks Jobs API) and the comparison each one makes.
+CONDITION_OPS = {"EQUAL_TO": operator.eq, "NOT_EQUAL": operator.ne, "GREATER_THAN": operator.gt,
+                 "GREATER_THAN_OR_EQUAL": operator.ge, "LESS_THAN": operator.lt, "LESS_THAN_OR_EQUAL": operator.le}
 #: ``{{…}}`` dynamic value references Databricks resolves at run time (the ones ragops jobs use).
 _DYNAMIC = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 _KNOWN_DYNAMIC = re.compile(
