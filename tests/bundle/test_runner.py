@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from ragops.bundle import BundleError, load_bundle, run_job
 from ragops.bundle.runner import task_order
-from tests.bundle.test_validate import bundle_copy, edit_job  # noqa: F401 - fixture re-export
+from tests.bundle.test_validate import add_jobs, bundle_copy, edit_job  # noqa: F401 - fixture re-export
 
 
 def test_tasks_run_in_dependency_order():
@@ -53,20 +52,15 @@ def test_notebook_tasks_run_through_papermill(bundle_copy, tmp_path):  # noqa: F
     cells[0].metadata["tags"] = ["parameters"]
     nbformat.write(nbformat.v4.new_notebook(cells=cells), nb)
     out = tmp_path / "out.txt"
-    res = bundle_copy / "resources" / "hello_job.yml"
-    res.write_text(yaml.safe_dump({"resources": {"jobs": {"hello_job": {
+    add_jobs(bundle_copy, {"hello_job": {
         "parameters": [{"name": "who", "default": "${bundle.target}"}],
         "tasks": [{"task_key": "hello", "notebook_task": {
             "notebook_path": "../notebooks/hello", "base_parameters": {"name": "{{job.parameters.who}}", "out": str(out)}}}],
-    }}}}))
+    }})
     run = run_job(load_bundle(bundle_copy), "hello_job", runs_dir=tmp_path / "runs")
     assert run.ok, run.tasks[0].error
     assert out.read_text() == "hello local"
     assert run.tasks[0].output_notebook.endswith("hello.ipynb")
-
-
-def _write_jobs(root, jobs: dict) -> None:
-    (root / "resources" / "flow_jobs.yml").write_text(yaml.safe_dump({"resources": {"jobs": jobs}}))
 
 
 @pytest.fixture
@@ -81,7 +75,7 @@ def flow_bundle(bundle_copy, tmp_path):  # noqa: F811
     cells[0].metadata["tags"] = ["parameters"]
     nbformat.write(nbformat.v4.new_notebook(cells=cells), nb)
     out = tmp_path / "child.txt"
-    _write_jobs(bundle_copy, {
+    add_jobs(bundle_copy, {
         "child_job": {
             "parameters": [{"name": "who", "default": "nobody"}, {"name": "fail", "default": "no"}],
             "tasks": [{"task_key": "append", "notebook_task": {"notebook_path": "../notebooks/append", "base_parameters": {
@@ -141,6 +135,6 @@ def test_numeric_comparisons_and_string_inequality():
 
 
 def test_a_job_id_outside_the_bundle_is_a_clear_error_locally(bundle_copy, tmp_path):  # noqa: F811
-    _write_jobs(bundle_copy, {"remote_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": 123456}}]}})
+    add_jobs(bundle_copy, {"remote_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": 123456}}]}})
     run = run_job(load_bundle(bundle_copy), "remote_job", runs_dir=tmp_path / "runs")
     assert not run.ok and "123456 is not a job of this bundle" in run.tasks[0].error

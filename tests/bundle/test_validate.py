@@ -97,12 +97,13 @@ def test_unknown_target_and_variable(bundle_copy):
         load_bundle(bundle_copy, None, {"chunk_sise": "1"})
 
 
-def _add_jobs(root: Path, jobs: dict) -> None:
+def add_jobs(root: Path, jobs: dict) -> None:
+    """Add ``jobs`` to a bundle copy, in a resources file of their own."""
     (root / "resources" / "extra_jobs.yml").write_text(yaml.safe_dump({"resources": {"jobs": jobs}}))
 
 
 def test_control_flow_mistakes_name_the_task(bundle_copy):
-    _add_jobs(bundle_copy, {"flow_job": {"parameters": [{"name": "x", "default": "1"}], "tasks": [
+    add_jobs(bundle_copy, {"flow_job": {"parameters": [{"name": "x", "default": "1"}], "tasks": [
         {"task_key": "cond", "condition_task": {"op": "EQUALS", "left": "{{job.parameters.x}}", "right": "1"}},
         {"task_key": "after", "depends_on": [{"task_key": "cond", "outcome": "yes"}],
          "run_job_task": {"job_id": "${resources.jobs.ingest_job.id}", "job_parameters": {"colour": "red"}}},
@@ -118,7 +119,7 @@ def test_control_flow_mistakes_name_the_task(bundle_copy):
 
 
 def test_jobs_that_run_each_other_are_a_cycle(bundle_copy):
-    _add_jobs(bundle_copy, {
+    add_jobs(bundle_copy, {
         "a_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": "${resources.jobs.b_job.id}"}}]},
         "b_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": "${resources.jobs.a_job.id}"}}]},
     })
