@@ -306,17 +306,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
 
-def cmd_model_promote(args: argparse.Namespace) -> int:
-    from ragops.models.registry import ModelNotRegisteredError, promote
+def _move_alias(args: argparse.Namespace, move, how: str = "") -> int:
+    """Run an alias move (promote, rollback) and print the change: JSON or one line."""
+    from ragops.models.registry import ModelNotRegisteredError
 
     settings = load_settings(args)
     try:
-        change = promote(settings, args.version, args.from_alias, args.alias)
+        change = move(settings)
     except ModelNotRegisteredError as exc:
         raise CliError(str(exc)) from exc
     print(json.dumps(change.to_dict()) if args.json else
-          f"{change.model_name}@{change.alias} → version {change.version} (was {change.previous_version})")
+          f"{change.model_name}@{change.alias} {how}→ version {change.version} (was {change.previous_version})")
     return 0
+
+
+def cmd_model_promote(args: argparse.Namespace) -> int:
+    from ragops.models.registry import promote
+
+    return _move_alias(args, lambda settings: promote(settings, args.version, args.from_alias, args.alias))
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:
@@ -341,20 +348,12 @@ def cmd_model_list(args: argparse.Namespace) -> int:
 
 
 def cmd_model_rollback(args: argparse.Namespace) -> int:
-    from ragops.models.registry import ModelNotRegisteredError, rollback
+    from ragops.models.registry import rollback
 
-    settings = load_settings(args)
-    try:
-        change = rollback(settings, args.alias)
-    except ModelNotRegisteredError as exc:
-        raise CliError(str(exc)) from exc
-    print(json.dumps(change.to_dict()) if args.json else
-          f"{change.model_name}@{change.alias} rolled back → version {change.version} (was {change.previous_version})")
-    return 0
+    return _move_alias(args, lambda settings: rollback(settings, args.alias), "rolled back ")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-
     from ragops.evaluation.eval_sets import EvalSetError, load_source, read_eval_set, register_eval_set
     from ragops.evaluation.evaluate import EvaluationError, evaluate_model, options_from, rerun
     from ragops.evaluation.report import format_table
