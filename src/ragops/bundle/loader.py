@@ -13,6 +13,7 @@ references are left for the runner, as Databricks resolves them at run time.
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import copy
 import getpass
 import glob
@@ -31,7 +32,7 @@ _REF = re.compile(r"\$\{([a-zA-Z0-9_.\-\[\]]+)\}")
 LOCAL_JOB_ID_PREFIX = "local:"
 
 
-class BundleError(ValueError):
+class BundleError(RagopsError, ValueError):
     """A bundle problem, with the file and key it is about."""
 
     def __init__(self, message: str, file: str | None = None, key: str | None = None) -> None:

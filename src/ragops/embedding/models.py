@@ -7,6 +7,7 @@ sentence-transformers model saved with ``model.save(path)``).
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import functools
 import importlib.util
 import os
@@ -19,7 +20,7 @@ PACKAGED_MODELS = {
 }
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(RagopsError, LookupError):
     pass
 
 

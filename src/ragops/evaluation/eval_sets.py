@@ -21,6 +21,7 @@ retrieval returns:
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import difflib
 import hashlib
 import json
@@ -50,7 +51,7 @@ DEFAULT_ORIGIN = "unknown"
 _TABLE_ONLY = ("eval_set", "version", "created_at")
 
 
-class EvalSetError(ValueError):
+class EvalSetError(RagopsError, ValueError):
     """An eval set or its source is invalid or missing; the message names the file/row/field."""
 
 

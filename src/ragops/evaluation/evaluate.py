@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ HARNESSES = ("mlflow", "direct")
 TAG = "ragops.eval."
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(RagopsError, RuntimeError):
     pass
 
 

@@ -35,6 +35,7 @@ Rule keys:
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -58,7 +59,7 @@ Rule = Literal["min", "max_regression", "max_failure_rate", "report"]
 Status = Literal["pass", "fail", "skipped", "missing"]
 
 
-class GatesError(ValueError):
+class GatesError(RagopsError, ValueError):
     """A problem in a gates file, naming the file, tier, rule index and key it is about."""
 
     def __init__(

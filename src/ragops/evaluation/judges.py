@@ -17,6 +17,7 @@ hosted endpoints with per-minute quotas.
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import hashlib
 import json
 import logging
@@ -69,7 +70,7 @@ PROMPTS: dict[str, str] = {
 }
 
 
-class JudgeError(RuntimeError):
+class JudgeError(RagopsError, RuntimeError):
     """The judge could not produce a score: the LLM kept failing or its reply could not be read."""
 
     def __init__(self, message: str, *, judge: str = "", metric: str = "", reply: str = "") -> None:

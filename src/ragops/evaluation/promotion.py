@@ -7,6 +7,7 @@ The champion's evaluation is reused when one exists for the same eval set versio
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from ragops.models.registry import AliasChange, alias_version, promote
 log = logging.getLogger(__name__)
 
 
-class GateFailed(RuntimeError):
+class GateFailed(RagopsError, RuntimeError):
     """A block gate failed: ``@champion`` was left where it was. The message is the report."""
 
     def __init__(self, outcome: GateOutcome) -> None:

@@ -15,6 +15,7 @@ leftover temporary folders are removed by the next sync.
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 ROW_COLUMNS = ["faiss_id", "chunk_id", "doc_id", "content_hash", "title", "section", "source_uri", "text"]
 
 
-class SnapshotNotFoundError(FileNotFoundError):
+class SnapshotNotFoundError(RagopsError, FileNotFoundError):
     pass
 
 

@@ -10,6 +10,7 @@ snapshot and switches the pointer atomically (see :mod:`ragops.index.snapshot`).
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 FAILURE_ENV = "RAGOPS_INJECT_FAILURE"
 
 
-class InjectedFailure(RuntimeError):
+class InjectedFailure(RagopsError, RuntimeError):
     pass
 
 

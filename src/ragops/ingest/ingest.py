@@ -9,6 +9,7 @@ good version (bad input never deletes what was already stored).
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import glob
 import json
 import logging
@@ -33,7 +34,7 @@ LOAD_SCHEMA = pa.schema(
 FILE_LIST_COLUMNS = ["path", "rel", "size_bytes"]
 
 
-class SourceError(ValueError):
+class SourceError(RagopsError, ValueError):
     """The configured source does not exist or matches nothing."""
 
 

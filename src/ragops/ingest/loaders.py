@@ -20,6 +20,7 @@ unsupported        a file type ragops does not load
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import csv
 import hashlib
 import io
@@ -61,7 +62,7 @@ class LoadResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-class LoadError(ValueError):
+class LoadError(RagopsError, ValueError):
     def __init__(self, reason_code: str, reason: str) -> None:
         super().__init__(reason)
         self.reason_code = reason_code

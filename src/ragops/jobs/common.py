@@ -3,6 +3,7 @@ run one stage, print a JSON summary line."""
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import json
 import logging
 import sys
@@ -37,7 +38,7 @@ def parse_named_parameters(argv: Sequence[str]) -> dict[str, str]:
     return params
 
 
-class TaskFailed(RuntimeError):
+class TaskFailed(RagopsError, RuntimeError):
     """A stage ran to the end but its verdict is "failed" (a quality gate, say): the task prints
     ``report`` on stderr and ``summary`` as its JSON line, and exits 1 — no traceback."""
 

@@ -9,6 +9,7 @@ on empty input so that re-running a job over unchanged input creates no new tabl
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import logging
 import random
 import time
@@ -32,7 +33,7 @@ R = TypeVar("R")
 MAX_COMMIT_RETRIES = 8
 
 
-class LakehouseError(RuntimeError):
+class LakehouseError(RagopsError, RuntimeError):
     """A storage operation failed; the message names the table and what to do."""
 
 

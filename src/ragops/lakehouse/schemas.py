@@ -7,6 +7,7 @@ leniently ('123' into int64 is accepted), so type errors must be caught here, no
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 from dataclasses import dataclass
 
 import pandas as pd
@@ -206,7 +207,7 @@ def schema_of(output: str | pa.Schema) -> pa.Schema:
     return output if isinstance(output, pa.Schema) else spec(output).schema
 
 
-class SchemaError(ValueError):
+class SchemaError(RagopsError, ValueError):
     """A batch does not match its table's declared schema."""
 
 

@@ -8,6 +8,7 @@ second, and the converted copy is what fine-tuning starts from.
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import hashlib
 import importlib.util
 import json
@@ -26,7 +27,7 @@ PACKAGED_LLMS = {
 DEFAULT_LLM = "SmolLM2-135M-Instruct"
 
 
-class LLMNotFoundError(LookupError):
+class LLMNotFoundError(RagopsError, LookupError):
     pass
 
 

@@ -3,6 +3,7 @@ Model Serving endpoints (through databricks-sdk)."""
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import json
 import os
 import time
@@ -19,7 +20,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from ragops.llm.messages import to_dicts
 
 
-class LLMError(RuntimeError):
+class LLMError(RagopsError, RuntimeError):
     pass
 
 

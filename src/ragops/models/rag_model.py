@@ -14,6 +14,7 @@ Inputs:
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import json
 from typing import Any
 
@@ -22,7 +23,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(RagopsError, ValueError):
     """A request the model cannot answer because of its shape; serving returns it as a 400."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 from dataclasses import asdict, dataclass
 
 from ragops.config import Settings
@@ -10,7 +11,7 @@ from ragops.tracking import configure_mlflow
 PREVIOUS_CHAMPION_TAG = "previous_champion_version"
 
 
-class ModelNotRegisteredError(LookupError):
+class ModelNotRegisteredError(RagopsError, LookupError):
     pass
 
 

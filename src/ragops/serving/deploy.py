@@ -19,6 +19,7 @@ no Databricks workspace off Databricks: serve locally with ``ragops serve``.
 
 from __future__ import annotations
 
+from ragops.errors import RagopsError
 import logging
 import os
 import re
@@ -49,7 +50,7 @@ _AUTH_ENV = (
 )
 
 
-class DeployError(RuntimeError):
+class DeployError(RagopsError, RuntimeError):
     """Deployment failed or could not start; the message says what to do about it."""
 
 
