@@ -72,3 +72,38 @@ def test_index_status_and_tables(built, capsys):
     code, out, _ = run_cli(capsys, "tables", "--json", "--var", f"root={settings.root}")
     tables = {t["table"]: t for t in json.loads(out)}
     assert tables["raw_documents"]["rows"] > 40 and tables["feedback"]["version"] is None
+
+
+def _commands(parser, prefix=()):
+    """Every command path of the parser: ("bundle", "run"), ("search",), …"""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*prefix, name))
+            return
+    yield prefix
+
+
+def test_help_of_every_command_exits_0(capsys):
+    from ragops.cli.main import build_parser
+
+    commands = list(_commands(build_parser()))
+    assert ("bundle", "run") in commands and ("eval",) in commands
+    for path in [(), *commands]:
+        for flag in ("--help", "-h"):
+            with pytest.raises(SystemExit) as exc:
+                main([*path, flag])
+            assert exc.value.code == 0, (path, flag)
+            assert "usage: ragops" in capsys.readouterr().out
+
+
+def test_ragops_error_is_one_line_and_debug_shows_the_traceback(capsys, tmp_path):
+    args = ["model", "rollback", "--var", f"root={tmp_path}"]
+    code, out, err = run_cli(capsys, *args)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("ragops: error: ") and "Traceback" not in err
+    assert "rag_chain" in last  # names what is missing
+    code, _, err = run_cli(capsys, *args, "--log-level", "DEBUG")
+    assert code == 2 and "Traceback (most recent call last)" in err

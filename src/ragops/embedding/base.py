@@ -6,11 +6,12 @@ Subclasses LangChain's ``Embeddings`` so any embedder plugs into LangChain retri
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 from abc import abstractmethod
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+
+from ragops.errors import RagopsError
 
 
 class EmbeddingError(RagopsError, RuntimeError):

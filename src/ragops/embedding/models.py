@@ -7,11 +7,12 @@ sentence-transformers model saved with ``model.save(path)``).
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import functools
 import importlib.util
 import os
 from pathlib import Path
+
+from ragops.errors import RagopsError
 
 #: name → (python package that ships it, folder inside the package, dimension)
 PACKAGED_MODELS = {

@@ -21,7 +21,6 @@ retrieval returns:
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import difflib
 import hashlib
 import json
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ragops.errors import RagopsError
 from ragops.lakehouse.base import Lakehouse, LakehouseError
 from ragops.lakehouse.schemas import EVAL_SETS, SchemaError, utcnow, validate
 

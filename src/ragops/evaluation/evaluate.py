@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ragops.config import LLMConfig, Settings, config_hash
+from ragops.errors import RagopsError
 from ragops.evaluation import metrics as M
 from ragops.evaluation.eval_sets import EvalSet, read_eval_set
 from ragops.evaluation.scorers import ScorerSpec, build_scorers, canonical_names

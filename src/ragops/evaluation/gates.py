@@ -35,7 +35,6 @@ Rule keys:
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ragops.errors import RagopsError
 from ragops.evaluation.stats import MetricSummary, PairedComparison
 
 #: The project's default gates, relative to the repository root.

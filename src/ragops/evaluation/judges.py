@@ -17,7 +17,6 @@ hosted endpoints with per-minute quotas.
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import hashlib
 import json
 import logging
@@ -34,6 +33,8 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from ragops.errors import RagopsError
 
 log = logging.getLogger(__name__)
 

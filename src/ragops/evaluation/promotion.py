@@ -7,7 +7,6 @@ The champion's evaluation is reused when one exists for the same eval set versio
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ragops.config import Settings
+from ragops.errors import RagopsError
 from ragops.evaluation.eval_sets import read_eval_set
 from ragops.evaluation.evaluate import EvalOptions, EvaluationError, EvaluationResult, evaluate_model
 from ragops.evaluation.gates import GateReport, check_gates, load_gates

@@ -15,7 +15,6 @@ leftover temporary folders are removed by the next sync.
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ragops.config import IndexConfig
+from ragops.errors import RagopsError
 from ragops.index.keyword import KeywordIndex
 from ragops.index.vector import VectorIndex
 

@@ -10,7 +10,6 @@ snapshot and switches the pointer atomically (see :mod:`ragops.index.snapshot`).
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ import pandas as pd
 import ragops
 from ragops.chunking.chunk import indexed_text
 from ragops.config import Settings, config_hash
+from ragops.errors import RagopsError
 from ragops.index.keyword import KeywordIndex
 from ragops.index.snapshot import ROW_COLUMNS, Manifest, SnapshotStore, new_snapshot_id
 from ragops.index.vector import VectorIndex, faiss_ids

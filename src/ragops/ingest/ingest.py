@@ -9,7 +9,6 @@ good version (bad input never deletes what was already stored).
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import glob
 import json
 import logging
@@ -20,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ragops.config import IngestConfig, Settings
+from ragops.errors import RagopsError
 from ragops.ingest.loaders import LoadError, LoadResult, Rejection, load_bytes, records_from_table
 from ragops.lakehouse import Lakehouse
 from ragops.lakehouse.schemas import RAW_DOCUMENTS, utcnow

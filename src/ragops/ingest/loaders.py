@@ -20,7 +20,6 @@ unsupported        a file type ragops does not load
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import csv
 import hashlib
 import io
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import Any
+
+from ragops.errors import RagopsError
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".json", ".jsonl", ".csv", ".parquet")
 

@@ -3,7 +3,6 @@ run one stage, print a JSON summary line."""
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import json
 import logging
 import sys
@@ -12,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ragops.config import Settings
+from ragops.errors import RagopsError
 from ragops.lakehouse import open_lakehouse
 from ragops.logs import setup_logging
 

@@ -9,7 +9,6 @@ on empty input so that re-running a job over unchanged input creates no new tabl
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import logging
 import random
 import time
@@ -23,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ragops.config import Settings
+from ragops.errors import RagopsError
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,12 @@ leniently ('123' into int64 is accepted), so type errors must be caught here, no
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
+
+from ragops.errors import RagopsError
 
 TS = pa.timestamp("us", tz="UTC")
 

@@ -8,7 +8,6 @@ second, and the converted copy is what fine-tuning starts from.
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import hashlib
 import importlib.util
 import json
@@ -17,6 +16,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
+from ragops.errors import RagopsError
 
 log = logging.getLogger(__name__)
 

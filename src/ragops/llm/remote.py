@@ -3,7 +3,6 @@ Model Serving endpoints (through databricks-sdk)."""
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import json
 import os
 import time
@@ -17,6 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from ragops.errors import RagopsError
 from ragops.llm.messages import to_dicts
 
 

@@ -14,13 +14,14 @@ Inputs:
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import json
 from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
+
+from ragops.errors import RagopsError
 
 
 class InvalidRequest(RagopsError, ValueError):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 from dataclasses import asdict, dataclass
 
 from ragops.config import Settings
+from ragops.errors import RagopsError
 from ragops.tracking import configure_mlflow
 
 PREVIOUS_CHAMPION_TAG = "previous_champion_version"

@@ -19,7 +19,6 @@ no Databricks workspace off Databricks: serve locally with ``ragops serve``.
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import logging
 import os
 import re
@@ -28,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ragops.errors import RagopsError
 
 log = logging.getLogger("ragops.serving")
 
