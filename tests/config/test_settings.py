@@ -2,7 +2,61 @@ from pathlib import Path
 
 import pytest
 
-from ragops.config import ChunkingConfig, Settings, config_hash
+from ragops.config import (
+    ChainConfig,
+    ChunkingConfig,
+    EmbeddingConfig,
+    EvaluationConfig,
+    IndexConfig,
+    IngestConfig,
+    LLMConfig,
+    SettingInfo,
+    Settings,
+    SettingsError,
+    config_hash,
+    list_settings,
+)
+
+#: Valid non-default values for settings whose values are validated in __post_init__.
+CHOICES = {"engine": "spark", "chunk_strategy": "token", "llm_backend": "openai", "chain_search_mode": "keyword"}
+
+
+def other_value(info: SettingInfo) -> str:
+    """A valid, non-default value for ``info``, as the string a user would pass with --var."""
+    if info.name in CHOICES:
+        return CHOICES[info.name]
+    return {"bool": lambda d: str(not d).lower(), "int": lambda d: str(d + 1), "float": lambda d: str(d + 0.5),
+            "tuple[int, ...]": lambda d: "3,7", "Path": lambda d: "elsewhere",
+            "str": lambda d: f"x-{d}"}[info.type](info.default)
+
+
+def field_value(settings: Settings, path: str):
+    node = settings
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+@pytest.mark.parametrize("info", list_settings(), ids=lambda i: i.name)
+def test_every_setting_is_set_by_its_variable(info: SettingInfo, tmp_path: Path):
+    value = other_value(info)
+    s = Settings.from_variables({info.name: value}, base_dir=tmp_path)
+    got = field_value(s, info.path)
+    expected = info.parse(value)
+    if info.kind:  # resolved against the base folder
+        expected = (tmp_path / value).resolve() if info.kind == "path" else str((tmp_path / value).resolve())
+    assert got == expected
+    assert got != field_value(Settings.from_variables({}, base_dir=tmp_path), info.path)
+
+
+def test_settings_list_names_are_unique_and_described():
+    names = [i.name for i in list_settings()]
+    assert len(names) == len(set(names))
+    assert all(i.help for i in list_settings())
+    by_name = {i.name: i for i in list_settings()}
+    assert by_name["rrf_k"].path == "index.rrf_k" and by_name["rrf_k"].type == "int" and by_name["rrf_k"].default == 10
+    assert by_name["root"].default == ".ragops" and by_name["eval_ks"].default == (5, 10)
+    assert {i.name for i in list_settings() if not i.is_variable} == {"target", "git_commit"}
 
 
 def test_variables_are_parsed_from_strings(tmp_path: Path):
@@ -18,14 +72,45 @@ def test_variables_are_parsed_from_strings(tmp_path: Path):
     assert s.table_name("chunks") == "dev.ragops.chunks"
 
 
+def test_types_coerce_from_strings_and_yaml_values(tmp_path: Path):
+    s = Settings.from_variables({"rrf_k": "20", "bm25_b": "0.5", "eval_ks": "1, 3,10", "eval_answers": "0",
+                                 "embedding_normalize": "off", "hnsw_m": 16, "llm_temperature": 1,
+                                 "chunk_include_title": True}, base_dir=tmp_path)
+    assert (s.index.rrf_k, s.index.bm25_b, s.index.hnsw_m) == (20, 0.5, 16)
+    assert s.evaluation.ks == (1, 3, 10)
+    assert s.evaluation.answers is False and s.embedding.normalize is False and s.chunking.include_title is True
+    assert s.llm.temperature == 1.0 and isinstance(s.llm.temperature, float)
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("chunk_size", "abc", "expected an integer"),
+    ("chunk_size", "1.5", "expected an integer"),
+    ("chunk_size", 1.5, "expected an integer"),
+    ("bm25_b", "high", "expected a number"),
+    ("chunk_include_title", "maybe", "expected true or false"),
+    ("eval_ks", "5,ten", "expected comma-separated integers"),
+])
+def test_a_bad_type_names_the_variable_the_value_and_the_type(name, value, expected, tmp_path):
+    with pytest.raises(SettingsError, match=f"--var {name}={value}: {expected}") as err:
+        Settings.from_variables({name: value}, base_dir=tmp_path)
+    assert err.value.variable == name
+
+
 def test_empty_values_keep_defaults(tmp_path: Path):
-    s = Settings.from_variables({"root": str(tmp_path), "chunk_strategy": "", "spark_remote": ""})
-    assert s.chunking.strategy == ChunkingConfig().strategy
+    s = Settings.from_variables({"root": str(tmp_path), "chunk_strategy": "", "spark_remote": "", "rrf_k": None})
+    assert s.chunking.strategy == ChunkingConfig().strategy and s.index.rrf_k == IndexConfig().rrf_k
 
 
-def test_delta_source_is_not_turned_into_a_path(tmp_path: Path):
-    s = Settings.from_variables({"root": str(tmp_path), "source_path": "delta:/data/docs_table"})
+def test_specs_are_not_paths_and_relative_files_resolve_against_the_bundle(tmp_path: Path):
+    s = Settings.from_variables({"root": str(tmp_path), "source_path": "delta:/data/docs_table",
+                                 "eval_source": "beir:/data/scifact:test", "gates": "gates.yml"}, base_dir=tmp_path)
     assert s.source_path == "delta:/data/docs_table"
+    assert s.evaluation.source == "beir:/data/scifact:test"
+    assert s.evaluation.gates == str(tmp_path.resolve() / "gates.yml")
+    defaults = Settings.from_variables({}, base_dir=tmp_path)
+    assert defaults.evaluation.source == str(tmp_path.resolve() / "data/eval/questions.jsonl")
+    assert defaults.root == tmp_path.resolve() / ".ragops"
+    assert Settings.from_variables({"source_path": "s3://bucket/docs"}).source_path == "s3://bucket/docs"
 
 
 @pytest.mark.parametrize(
@@ -38,7 +123,7 @@ def test_delta_source_is_not_turned_into_a_path(tmp_path: Path):
     ],
 )
 def test_bad_settings_say_what_is_wrong(variables, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingsError, match=message):
         Settings.from_variables({"root": str(tmp_path), **variables})
 
 
@@ -46,3 +131,11 @@ def test_config_hash_is_stable_and_sensitive():
     a = ChunkingConfig(strategy="token", chunk_size=128)
     assert config_hash(a) == config_hash(ChunkingConfig(strategy="token", chunk_size=128))
     assert config_hash(a) != config_hash(ChunkingConfig(strategy="token", chunk_size=129))
+
+
+def test_default_config_hashes_did_not_change():
+    """Chunk ids and snapshot manifests carry these hashes: declaring settings must not change them."""
+    assert {cls.__name__: config_hash(cls()) for cls in (IngestConfig, ChunkingConfig, EmbeddingConfig, LLMConfig,
+                                                         IndexConfig, ChainConfig)} == {
+        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "90a2000a254b",
+        "LLMConfig": "89961a998a31", "IndexConfig": "7f13accc35c6", "ChainConfig": "1003e6eb873b"}

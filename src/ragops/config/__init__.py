@@ -1,9 +1,13 @@
-"""Settings for one bundle target: where tables live, which engine runs, stage configs."""
+"""Settings for one bundle target: where tables live, which engine runs, stage configs.
+
+Each setting is declared once, on its field (:func:`setting`); :func:`list_settings` lists them.
+"""
 
 from ragops.config.settings import (
     CHUNK_STRATEGIES,
     ENGINES,
     SEARCH_MODES,
+    SETTINGS_BY_VARIABLE,
     ChainConfig,
     ChunkingConfig,
     EmbeddingConfig,
@@ -11,8 +15,14 @@ from ragops.config.settings import (
     IndexConfig,
     IngestConfig,
     LLMConfig,
+    SettingInfo,
     Settings,
+    SettingsError,
     config_hash,
+    list_settings,
+    setting,
 )
 
-__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "ChainConfig", "ChunkingConfig", "EmbeddingConfig", "EvaluationConfig", "IndexConfig", "IngestConfig", "LLMConfig", "Settings", "config_hash"]
+__all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "SETTINGS_BY_VARIABLE", "ChainConfig", "ChunkingConfig",
+           "EmbeddingConfig", "EvaluationConfig", "IndexConfig", "IngestConfig", "LLMConfig", "SettingInfo",
+           "Settings", "SettingsError", "config_hash", "list_settings", "setting"]

@@ -1,8 +1,33 @@
-"""Typed, serialisable settings built from a flat dict of bundle variables.
+"""Typed, serialisable settings, each declared once on its field.
 
 Every stage gets one small frozen config object. Its :func:`config_hash` goes into the ids of
 what the stage produces (chunk ids, snapshot manifests), so a change of config is visible in
 the data rather than silently mixed with older output.
+
+One declaration per setting
+---------------------------
+A setting is a field declared with :func:`setting`: its type annotation, its default, its bundle
+variable name (``var``) and its help text live on that one line. Everything else is derived from
+it: :meth:`Settings.from_variables` (parsing ``--var`` / job parameters, coercing by the field's
+type), :func:`list_settings` (what ``ragops bundle validate`` compares with the ``variables:`` of
+``databricks.yml``, and what docs print), and the bundle variables' descriptions.
+
+Variable names follow one rule: **the section's prefix + the field name**, without doubling a
+prefix the field already has. The prefixes are ``chunk_`` (ChunkingConfig), ``embedding_``,
+``llm_``, ``chain_`` and ``eval_``; ``Settings``, ``IngestConfig`` and ``IndexConfig`` fields have
+names that are specific on their own (``catalog``, ``id_column``, ``hnsw_m``, ``rrf_k``) and no
+prefix. Five names predate the rule and are kept because users pass them (``--var ...``):
+``max_document_bytes`` / ``min_document_chars`` (ingest.max_bytes / min_chars), ``search_mode`` /
+``search_k`` (index.default_mode / default_k), ``prompt_name`` / ``prompt_alias`` (chain.*), and
+``gates`` / ``judge_*`` (evaluation.*). ``target`` and ``git_commit`` are settings the bundle
+supplies (``${bundle.target}``, ``${bundle.git.commit}``), not variables.
+
+Parsing rules (:meth:`Settings.from_variables`): unknown keys are ignored, so one dict can feed
+every task; ``None`` or ``""`` means "the default"; ``bool`` accepts true/false/1/0/yes/no/on/off,
+``tuple[int, ...]`` a comma list ("5,10"); a bad value raises :class:`SettingsError` naming the
+variable, the value and the expected type. Fields of kind ``path`` resolve against ``base_dir``
+(the bundle root); kind ``location`` resolves the same way unless the value is a spec rather than
+a path (``delta:/x``, ``table:c.s.t``, ``beir:/folder``, ``s3://bucket``).
 """
 
 from __future__ import annotations
@@ -11,14 +36,44 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragops.errors import RagopsError
+
 ENGINES = ("local", "spark")
 CHUNK_STRATEGIES = ("token", "recursive", "markdown", "sentence")
 SEARCH_MODES = ("vector", "keyword", "hybrid")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+class SettingsError(RagopsError, ValueError):
+    """A setting with a value it cannot take; names the variable, so the message says what to fix."""
+
+    def __init__(self, message: str, variable: str = "", value: Any = None) -> None:
+        super().__init__(message)
+        self.variable, self.value = variable, value
+
+
+def setting(default: Any = dataclasses.MISSING, *, var: str, help: str,  # noqa: A002 - the field's help text
+            factory: Callable[[], Any] | None = None, bundle_default: Any = None, kind: str = "",
+            from_bundle: str = "") -> Any:
+    """A config field that is also a setting: ``var`` is its bundle variable / job parameter name.
+
+    ``factory`` is a ``default_factory``; ``bundle_default`` is then the default as written in
+    ``databricks.yml`` (e.g. ``.ragops`` for a root that resolves at run time). ``kind`` is
+    ``path`` or ``location`` (see the module docstring). ``from_bundle`` marks a setting the bundle
+    supplies (``${bundle.target}``) rather than a variable. Metadata does not enter
+    :func:`dataclasses.asdict`, so declaring a setting does not change :func:`config_hash`.
+    """
+    meta = {"var": var, "help": help, "kind": kind, "from_bundle": from_bundle,
+            "bundle_default": default if factory is None else bundle_default}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def config_hash(obj: Any, length: int = 12) -> str:
@@ -28,45 +83,44 @@ def config_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
-
-
 @dataclass(frozen=True)
 class IngestConfig:
     """What counts as a loadable document, and how structured sources map to documents."""
 
-    max_bytes: int = 20_000_000
-    min_chars: int = 1
+    max_bytes: int = setting(20_000_000, var="max_document_bytes",
+                             help="Larger files are rejected (reason too_large).")
+    min_chars: int = setting(1, var="min_document_chars",
+                             help="Documents with less text than this are rejected (reason empty).")
     # Structured sources (CSV / Parquet / Delta): which columns hold the id, title and text.
-    id_column: str = "id"
-    title_column: str = "title"
-    text_column: str = "text"
+    id_column: str = setting("id", var="id_column",
+                             help="Id column of structured sources (CSV, Parquet, Delta, JSON records).")
+    title_column: str = setting("title", var="title_column", help="Title column of structured sources.")
+    text_column: str = setting("text", var="text_column", help="Text column of structured sources.")
 
 
 @dataclass(frozen=True)
 class ChunkingConfig:
     """Chunking strategy and its sizes. Sizes are in embedding-model tokens."""
 
-    strategy: str = "recursive"
+    strategy: str = setting("recursive", var="chunk_strategy", help="token | recursive | markdown | sentence")
     # 200 leaves room for the title prefix under MiniLM's 256-wordpiece limit (chosen on SciFact train).
-    chunk_size: int = 200
-    chunk_overlap: int = 32
-    # Prefix each chunk's *indexed* text with its document title (improves recall on short chunks).
-    include_title: bool = True
+    chunk_size: int = setting(200, var="chunk_size",
+                              help="Chunk size in embedding-model tokens (200 + title stays under MiniLM's 256 limit).")
+    chunk_overlap: int = setting(32, var="chunk_overlap", help="Tokens shared by neighbouring chunks.")
+    include_title: bool = setting(True, var="chunk_include_title",
+                                  help="Prefix each chunk's embedded/indexed text with its document title and section.")
 
     def __post_init__(self) -> None:
         if self.strategy not in CHUNK_STRATEGIES:
-            raise ValueError(
-                f"chunk_strategy={self.strategy!r} is not one of {', '.join(CHUNK_STRATEGIES)}"
+            raise SettingsError(
+                f"chunk_strategy={self.strategy!r} is not one of {', '.join(CHUNK_STRATEGIES)}", "chunk_strategy"
             )
         if self.chunk_size < 16:
-            raise ValueError(f"chunk_size={self.chunk_size} is too small; use at least 16 tokens")
+            raise SettingsError(f"chunk_size={self.chunk_size} is too small; use at least 16 tokens", "chunk_size")
         if not 0 <= self.chunk_overlap < self.chunk_size:
-            raise ValueError(
-                f"chunk_overlap={self.chunk_overlap} must be >= 0 and smaller than chunk_size={self.chunk_size}"
+            raise SettingsError(
+                f"chunk_overlap={self.chunk_overlap} must be >= 0 and smaller than chunk_size={self.chunk_size}",
+                "chunk_overlap",
             )
 
 
@@ -74,90 +128,109 @@ class ChunkingConfig:
 class EmbeddingConfig:
     """Which embedder to use. ``model`` is a name ('all-MiniLM-L6-v2'), a local path, or a remote model."""
 
-    backend: str = "local"  # local | openai | databricks
-    model: str = "all-MiniLM-L6-v2"
-    batch_size: int = 32
-    dtype: str = "float32"  # float32 | bfloat16 (local backend only)
-    endpoint: str = ""  # base URL for openai, endpoint name for databricks
-    normalize: bool = True
+    backend: str = setting("local", var="embedding_backend", help="local | openai | databricks")
+    model: str = setting("all-MiniLM-L6-v2", var="embedding_model",
+                         help="Embedding model: a name, a local path, or the remote model's name.")
+    batch_size: int = setting(32, var="embedding_batch_size", help="Texts embedded per batch.")
+    dtype: str = setting("float32", var="embedding_dtype", help="float32 | bfloat16 (local backend only).")
+    endpoint: str = setting("", var="embedding_endpoint",
+                            help="Base URL (openai) or serving endpoint name (databricks) for remote embedders.")
+    normalize: bool = setting(True, var="embedding_normalize",
+                              help="L2-normalise vectors (inner product = cosine).")
 
 
 @dataclass(frozen=True)
 class LLMConfig:
     """Which chat model answers, and how it generates."""
 
-    backend: str = "local"  # local | openai | databricks
-    model: str = "SmolLM2-135M-Instruct"
-    endpoint: str = ""  # base URL for openai, serving endpoint name for databricks
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    #: >1 discourages repetition, but also penalises copying facts from the context: keep 1.0 for RAG
-    repetition_penalty: float = 1.0
+    backend: str = setting("local", var="llm_backend",
+                           help="Chat model backend: local (SmolLM2 via transformers) | openai | databricks")
+    model: str = setting("SmolLM2-135M-Instruct", var="llm_model", help="Chat model name or local path.")
+    endpoint: str = setting("", var="llm_endpoint",
+                            help="Base URL (openai) or serving endpoint name (databricks) of a hosted chat model.")
+    max_new_tokens: int = setting(256, var="llm_max_new_tokens", help="Answer length cap in tokens.")
+    temperature: float = setting(0.0, var="llm_temperature", help="Sampling temperature (0 = greedy).")
+    top_p: float = setting(1.0, var="llm_top_p", help="Nucleus sampling probability mass.")
+    repetition_penalty: float = setting(
+        1.0, var="llm_repetition_penalty",
+        help=">1 discourages repetition, but also penalises copying facts from the context: keep 1.0 for RAG.")
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "openai", "databricks"):
-            raise ValueError(f"llm_backend={self.backend!r}: use local, openai or databricks")
+            raise SettingsError(f"llm_backend={self.backend!r}: use local, openai or databricks", "llm_backend")
         if self.max_new_tokens < 1:
-            raise ValueError("llm_max_new_tokens must be at least 1")
+            raise SettingsError("llm_max_new_tokens must be at least 1", "llm_max_new_tokens")
 
 
 @dataclass(frozen=True)
 class IndexConfig:
     """Vector index type and search defaults."""
 
-    vector_index: str = "flat"  # flat (exact) | hnsw
-    hnsw_m: int = 32
-    hnsw_ef_search: int = 128
-    bm25_k1: float = 1.2
-    bm25_b: float = 0.75
-    stemmer: str = "english"  # '' to disable
+    vector_index: str = setting("flat", var="vector_index", help="flat (exact) | hnsw")
+    hnsw_m: int = setting(32, var="hnsw_m", help="HNSW graph degree (vector_index=hnsw).")
+    hnsw_ef_search: int = setting(128, var="hnsw_ef_search", help="HNSW search breadth (vector_index=hnsw).")
+    bm25_k1: float = setting(1.2, var="bm25_k1", help="BM25 term-frequency saturation.")
+    bm25_b: float = setting(0.75, var="bm25_b", help="BM25 document-length normalisation.")
+    stemmer: str = setting("english", var="stemmer", help="Keyword-index stemmer language; empty disables stemming.")
     # Fusion constants chosen on the SciFact *train* split (BENCHMARKS.md); search-time only.
-    rrf_k: int = 10
-    hybrid_vector_weight: float = 1.5
-    hybrid_keyword_weight: float = 1.0
-    default_mode: str = "hybrid"
-    default_k: int = 5
-    keep_snapshots: int = 3
+    rrf_k: int = setting(10, var="rrf_k", help="Reciprocal rank fusion constant of hybrid search.")
+    hybrid_vector_weight: float = setting(1.5, var="hybrid_vector_weight",
+                                          help="Weight of the vector ranking in hybrid fusion.")
+    hybrid_keyword_weight: float = setting(1.0, var="hybrid_keyword_weight",
+                                           help="Weight of the keyword ranking in hybrid fusion.")
+    default_mode: str = setting("hybrid", var="search_mode", help="Default search mode: vector | keyword | hybrid")
+    default_k: int = setting(5, var="search_k", help="Default number of search results.")
+    keep_snapshots: int = setting(3, var="keep_snapshots", help="Index snapshots kept per catalog.schema.")
 
 
 @dataclass(frozen=True)
 class ChainConfig:
     """The RAG chain: how it retrieves, which prompt (registry name@alias) and which LLM."""
 
-    search_mode: str = "hybrid"
-    k: int = 4
-    #: chunks less similar (cosine) to the question than this are not context; none left → "I don't know"
-    min_similarity: float = 0.25
-    prompt_name: str = "rag_answer"
-    prompt_alias: str = "production"
-    max_context_chars: int = 6000
+    search_mode: str = setting("hybrid", var="chain_search_mode",
+                               help="How the chain retrieves: vector | keyword | hybrid")
+    k: int = setting(4, var="chain_k", help="Chunks retrieved as context per question.")
+    min_similarity: float = setting(
+        0.25, var="chain_min_similarity",
+        help="Chunks less similar (cosine) to the question are not context; none left: \"I don't know\".")
+    prompt_name: str = setting("rag_answer", var="prompt_name", help="Prompt registry name of the answer prompt.")
+    prompt_alias: str = setting("production", var="prompt_alias", help="Prompt registry alias to load.")
+    max_context_chars: int = setting(6000, var="chain_max_context_chars", help="Context length cap in characters.")
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
         if self.search_mode not in SEARCH_MODES:
-            raise ValueError(f"chain_search_mode={self.search_mode!r} is not one of {', '.join(SEARCH_MODES)}")
+            raise SettingsError(f"chain_search_mode={self.search_mode!r} is not one of {', '.join(SEARCH_MODES)}",
+                                "chain_search_mode")
         if self.k < 1:
-            raise ValueError("chain_k must be at least 1")
+            raise SettingsError("chain_k must be at least 1", "chain_k")
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     """The evaluate job: which eval set (and where to load it from), which gates, what to compute."""
 
-    eval_set: str = "sample"
-    #: registered (idempotently) as ``eval_set`` before evaluating; "" = use the table as it is
-    source: str = "data/eval/questions.jsonl"
-    gates: str = "data/eval/gates.yml"
-    answers: bool = True
-    harness: str = "mlflow"  # mlflow (mlflow.genai.evaluate) | direct (same scorers, in-process)
-    limit: int = 0  # first N questions only (0 = all)
-    ks: tuple[int, ...] = (5, 10)
-    ndcg_k: int = 10
-    #: LLM-as-judge metrics when set (local | openai | databricks); "" = code-based metrics only
-    judge_backend: str = ""
-    judge_model: str = ""
-    judge_endpoint: str = ""
+    eval_set: str = setting("sample", var="eval_set",
+                            help="Eval set (name in the eval_sets table) the evaluate and sweep jobs score.")
+    source: str = setting(
+        "data/eval/questions.jsonl", var="eval_source", kind="location",
+        help="Registered as eval_set before evaluating (new version only if changed): a .jsonl path, "
+             "beir:<folder>[:split], squad:<file>[:sample]; empty = use the table as is.")
+    gates: str = setting("data/eval/gates.yml", var="gates", kind="location",
+                         help="Quality gates (block / warn / info tiers) that decide promotion to @champion.")
+    answers: bool = setting(True, var="eval_answers",
+                            help="Generate and score answers (true) or retrieval metrics only (false).")
+    harness: str = setting(
+        "mlflow", var="eval_harness",
+        help="mlflow (mlflow.genai.evaluate, one trace per question) | direct (same scorers in-process).")
+    limit: int = setting(0, var="eval_limit", help="Evaluate only the first N questions (0 = all).")
+    ks: tuple[int, ...] = setting((5, 10), var="eval_ks", help="Cut-offs k of the @k retrieval metrics, e.g. 5,10.")
+    ndcg_k: int = setting(10, var="eval_ndcg_k", help="Cut-off of nDCG.")
+    judge_backend: str = setting(
+        "", var="judge_backend",
+        help="LLM-as-judge metrics when set: local | openai | databricks (empty = code-based metrics only).")
+    judge_model: str = setting("", var="judge_model", help="Judge model (empty = the local chat model).")
+    judge_endpoint: str = setting("", var="judge_endpoint", help="Judge endpoint (base URL or serving endpoint).")
 
     def judge(self) -> LLMConfig | None:
         if not self.judge_backend:
@@ -170,23 +243,33 @@ class EvaluationConfig:
 class Settings:
     """Everything a job needs to know about one target."""
 
-    target: str = "local"
-    engine: str = "local"
-    catalog: str = "main"
-    schema: str = "ragops"
-    root: Path = field(default_factory=lambda: Path(".ragops").resolve())
-    source_path: str = "data/corpus"
-    spark_remote: str = ""
-    git_commit: str = ""
+    target: str = setting("local", var="target", from_bundle="${bundle.target}",
+                          help="Bundle target the settings are for.")
+    engine: str = setting("local", var="engine",
+                          help="local (delta-rs, in-process) or spark (Databricks / any Spark Connect server).")
+    catalog: str = setting("main", var="catalog", help="Unity Catalog catalog (locally, a folder under root/lakehouse).")
+    schema: str = setting("ragops", var="schema", help="Schema that holds the ragops tables.")
+    root: Path = setting(var="root", factory=lambda: Path(".ragops").resolve(), bundle_default=".ragops", kind="path",
+                         help="Where the local target keeps its state (Delta tables, index snapshots, MLflow, runs).")
+    source_path: str = setting("data/corpus", var="source_path", kind="location",
+                               help="Documents to ingest: a folder, a glob, a file, or delta:<path> of a table.")
+    spark_remote: str = setting(
+        "", var="spark_remote",
+        help="Spark Connect URL (sc://host:port) for engine=spark off Databricks; empty on Databricks.")
+    git_commit: str = setting("", var="git_commit", from_bundle="${bundle.git.commit}",
+                              help="Commit the code was deployed from (recorded with what a run writes).")
     ingest: IngestConfig = field(default_factory=IngestConfig)
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    mlflow_tracking_uri: str = ""  # empty: sqlite under root; "databricks" on a workspace
-    model_name: str = "rag_chain"
-    experiment: str = "ragops"
+    mlflow_tracking_uri: str = setting(
+        "", var="mlflow_tracking_uri",
+        help='Empty = sqlite under root (local); "databricks" on a workspace (models go to Unity Catalog).')
+    model_name: str = setting("rag_chain", var="model_name",
+                              help="Registered model name (<catalog>.<schema>.<name> in Unity Catalog).")
+    experiment: str = setting("ragops", var="experiment", help="MLflow experiment the jobs log to.")
 
     @property
     def llm(self) -> LLMConfig:
@@ -194,7 +277,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
-            raise ValueError(f"engine={self.engine!r} is not one of {', '.join(ENGINES)}")
+            raise SettingsError(f"engine={self.engine!r} is not one of {', '.join(ENGINES)}", "engine")
 
     # --- locations -------------------------------------------------------------------------
     @property
@@ -238,95 +321,167 @@ class Settings:
     def from_variables(cls, variables: Mapping[str, Any], base_dir: Path | None = None) -> Settings:
         """Build settings from flat bundle variables / job parameters (all values may be strings).
 
-        Unknown keys are ignored so that one job-parameter dict can feed every task.
-        Relative ``root`` and ``source_path`` resolve against ``base_dir`` (the bundle root).
+        One loop over the declared settings (see the module docstring for the rules): unknown keys
+        are ignored, empty values keep the default, values are coerced by the field's type, and
+        ``path`` / ``location`` settings resolve against ``base_dir`` (the bundle root; default cwd).
         """
-        v = {k: val for k, val in variables.items() if val is not None and val != ""}
+        values = {k: v for k, v in variables.items() if v is not None and v != ""}
         base = Path(base_dir) if base_dir else Path.cwd()
+        return _build(cls, values, base)
 
-        def path_var(name: str, default: str) -> Path:
-            p = Path(os.path.expanduser(str(v.get(name, default))))
-            return (p if p.is_absolute() else base / p).resolve()
 
-        ingest = IngestConfig(
-            max_bytes=int(v.get("max_document_bytes", IngestConfig.max_bytes)),
-            id_column=str(v.get("id_column", IngestConfig.id_column)),
-            title_column=str(v.get("title_column", IngestConfig.title_column)),
-            text_column=str(v.get("text_column", IngestConfig.text_column)),
-        )
-        chunking = ChunkingConfig(
-            strategy=str(v.get("chunk_strategy", ChunkingConfig.strategy)),
-            chunk_size=int(v.get("chunk_size", ChunkingConfig.chunk_size)),
-            chunk_overlap=int(v.get("chunk_overlap", ChunkingConfig.chunk_overlap)),
-            include_title=_as_bool(v.get("chunk_include_title", ChunkingConfig.include_title)),
-        )
-        embedding = EmbeddingConfig(
-            backend=str(v.get("embedding_backend", EmbeddingConfig.backend)),
-            model=str(v.get("embedding_model", EmbeddingConfig.model)),
-            batch_size=int(v.get("embedding_batch_size", EmbeddingConfig.batch_size)),
-            dtype=str(v.get("embedding_dtype", EmbeddingConfig.dtype)),
-            endpoint=str(v.get("embedding_endpoint", EmbeddingConfig.endpoint)),
-        )
-        index = IndexConfig(
-            vector_index=str(v.get("vector_index", IndexConfig.vector_index)),
-            default_mode=str(v.get("search_mode", IndexConfig.default_mode)),
-            rrf_k=int(v.get("rrf_k", IndexConfig.rrf_k)),
-            hybrid_vector_weight=float(v.get("hybrid_vector_weight", IndexConfig.hybrid_vector_weight)),
-            hybrid_keyword_weight=float(v.get("hybrid_keyword_weight", IndexConfig.hybrid_keyword_weight)),
-        )
-        llm = LLMConfig(
-            backend=str(v.get("llm_backend", LLMConfig.backend)),
-            model=str(v.get("llm_model", LLMConfig.model)),
-            endpoint=str(v.get("llm_endpoint", LLMConfig.endpoint)),
-            max_new_tokens=int(v.get("llm_max_new_tokens", LLMConfig.max_new_tokens)),
-            temperature=float(v.get("llm_temperature", LLMConfig.temperature)),
-            top_p=float(v.get("llm_top_p", LLMConfig.top_p)),
-        )
-        def file_var(name: str, default: str) -> str:
-            value = str(v.get(name, default))
-            if not value or ":" in value.split("/")[0]:  # "" or a spec such as beir:/path
-                return value
-            return str(path_var(name, default))
+# --- the settings, derived from the fields ------------------------------------------------
 
-        evaluation = EvaluationConfig(
-            eval_set=str(v.get("eval_set", EvaluationConfig.eval_set)),
-            source=file_var("eval_source", EvaluationConfig.source),
-            gates=file_var("gates", EvaluationConfig.gates),
-            answers=_as_bool(v.get("eval_answers", EvaluationConfig.answers)),
-            harness=str(v.get("eval_harness", EvaluationConfig.harness)),
-            limit=int(v.get("eval_limit", EvaluationConfig.limit)),
-            ks=tuple(int(k) for k in str(v.get("eval_ks", "5,10")).split(",") if k.strip()),
-            ndcg_k=int(v.get("eval_ndcg_k", EvaluationConfig.ndcg_k)),
-            judge_backend=str(v.get("judge_backend", "")),
-            judge_model=str(v.get("judge_model", "")),
-            judge_endpoint=str(v.get("judge_endpoint", "")),
-        )
-        source = str(v.get("source_path", cls.source_path))
-        if "://" not in source and not source.startswith(("delta:", "table:")):
-            source = str(path_var("source_path", cls.source_path))
-        return cls(
-            target=str(v.get("target", cls.target)),
-            engine=str(v.get("engine", cls.engine)),
-            catalog=str(v.get("catalog", cls.catalog)),
-            schema=str(v.get("schema", cls.schema)),
-            root=path_var("root", ".ragops"),
-            source_path=source,
-            spark_remote=str(v.get("spark_remote", "")),
-            git_commit=str(v.get("git_commit", "")),
-            ingest=ingest,
-            chunking=chunking,
-            embedding=embedding,
-            index=index,
-            chain=ChainConfig(
-                search_mode=str(v.get("chain_search_mode", ChainConfig.search_mode)),
-                k=int(v.get("chain_k", ChainConfig.k)),
-                min_similarity=float(v.get("chain_min_similarity", ChainConfig.min_similarity)),
-                prompt_name=str(v.get("prompt_name", ChainConfig.prompt_name)),
-                prompt_alias=str(v.get("prompt_alias", ChainConfig.prompt_alias)),
-                llm=llm,
-            ),
-            evaluation=evaluation,
-            mlflow_tracking_uri=str(v.get("mlflow_tracking_uri", "")),
-            model_name=str(v.get("model_name", cls.model_name)),
-            experiment=str(v.get("experiment", cls.experiment)),
-        )
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One setting as :func:`list_settings` describes it."""
+
+    name: str  #: the bundle variable / job parameter name (``chunk_size``)
+    path: str  #: dotted field path in :class:`Settings` (``chunking.chunk_size``)
+    type: str  #: ``int``, ``float``, ``bool``, ``str``, ``Path`` or ``tuple[int, ...]``
+    default: Any  #: the default as the bundle writes it (``.ragops`` for root, ``(5, 10)`` for eval_ks)
+    help: str
+    kind: str = ""  #: ``path`` | ``location`` | ""
+    from_bundle: str = ""  #: e.g. ``${bundle.git.commit}``: supplied by the bundle, not a variable
+
+    @property
+    def is_variable(self) -> bool:
+        """Whether ``databricks.yml`` declares this setting under ``variables:``."""
+        return not self.from_bundle
+
+    def parse(self, value: Any) -> Any:
+        """``value`` (a string from YAML, a widget or the command line) as this setting's type."""
+        return _coerce(self.name, value, _TYPES[self.type])
+
+    def bundle_text(self, value: Any = dataclasses.MISSING) -> str:
+        """The default (or ``value``) as a bundle variable / job parameter string."""
+        value = self.default if value is dataclasses.MISSING else value
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, tuple):
+            return ",".join(map(str, value))
+        return str(value)
+
+
+_TYPES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "Path": Path,
+                          "tuple[int, ...]": tuple[int, ...]}
+_EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "text", Path: "a path"}
+
+
+def _type_name(tp: Any) -> str:
+    for name, known in _TYPES.items():
+        if tp == known:
+            return name
+    raise TypeError(f"settings of type {tp!r} are not supported; use one of {', '.join(_TYPES)}")
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    def bad(expected: str) -> SettingsError:
+        return SettingsError(f"--var {name}={value}: expected {expected}", name, value)
+
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise bad(_EXPECTED[bool])
+    if tp in (int, float):
+        # int(1.5) from YAML would truncate silently, so only integral numbers are integers
+        if isinstance(value, bool) or (tp is int and isinstance(value, float) and not value.is_integer()):
+            raise bad(_EXPECTED[tp])
+        try:
+            return tp(str(value).strip()) if isinstance(value, str) else tp(value)
+        except (TypeError, ValueError):
+            raise bad(_EXPECTED[tp]) from None
+    if tp == tuple[int, ...]:
+        if isinstance(value, (tuple, list)):
+            items = list(value)
+        else:
+            items = [p for p in str(value).split(",") if p.strip()]
+        try:
+            return tuple(int(str(p).strip()) for p in items)
+        except ValueError:
+            raise bad("comma-separated integers, e.g. 5,10") from None
+    if tp is Path:
+        return Path(os.path.expanduser(str(value)))
+    return str(value)
+
+
+def _is_spec(value: str) -> bool:
+    """``delta:/x``, ``beir:/folder``, ``s3://bucket``: a location that is not a local path."""
+    return "://" in value or ":" in value.split("/")[0]
+
+
+def _resolve(info: SettingInfo, value: Any, base: Path) -> Any:
+    if info.kind == "path":
+        p = Path(os.path.expanduser(str(value)))
+        return (p if p.is_absolute() else base / p).resolve()
+    if info.kind == "location":
+        text = str(value)
+        if not text or _is_spec(text):
+            return text
+        p = Path(os.path.expanduser(text))
+        return str((p if p.is_absolute() else base / p).resolve())
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, globalns=globals())
+
+
+def _walk(cls: type, prefix: str = "") -> Iterator[tuple[dataclasses.Field, str, Any]]:
+    """(field, dotted path, type) of every setting field, depth first in declaration order."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _walk(tp, f"{prefix}{f.name}.")
+        elif "var" in f.metadata:
+            yield f, prefix + f.name, tp
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} is neither a setting() nor a nested config")
+
+
+def list_settings() -> list[SettingInfo]:
+    """Every setting (variable name, dotted field path, type, default, help): the one list that
+    ``ragops bundle validate`` checks ``databricks.yml`` against and docs are generated from."""
+    return list(_SETTINGS)
+
+
+def _infos() -> list[SettingInfo]:
+    out: list[SettingInfo] = []
+    for f, path, tp in _walk(Settings):
+        m = f.metadata
+        out.append(SettingInfo(name=m["var"], path=path, type=_type_name(tp), default=m["bundle_default"],
+                               help=m["help"], kind=m["kind"], from_bundle=m["from_bundle"]))
+    names = [i.name for i in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise TypeError(f"settings variables declared twice: {dupes}")
+    return out
+
+
+def _build(cls: type, values: Mapping[str, Any], base: Path, prefix: str = "") -> Any:
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, values, base, f"{prefix}{f.name}.")
+            continue
+        info = _BY_PATH[prefix + f.name]
+        if info.name in values:
+            value = _resolve(info, _coerce(info.name, values[info.name], tp), base)
+        elif info.kind:  # a path default resolves like a given value: relative to the bundle root
+            value = _resolve(info, info.default, base)
+        else:
+            continue
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+_SETTINGS = _infos()
+_BY_PATH = {i.path: i for i in _SETTINGS}
+SETTINGS_BY_VARIABLE: dict[str, SettingInfo] = {i.name: i for i in _SETTINGS}
