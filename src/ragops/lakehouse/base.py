@@ -195,13 +195,3 @@ def describe_tables(lh: Lakehouse) -> pd.DataFrame:
         })
     return pd.DataFrame(rows)
 
-
-def open_lakehouse(settings: Settings) -> Lakehouse:
-    """The engine the target asks for. Only the Spark engine imports pyspark."""
-    if settings.engine == "spark":
-        from ragops.lakehouse.spark import SparkLakehouse
-
-        return SparkLakehouse(settings)
-    from ragops.lakehouse.local import LocalLakehouse
-
-    return LocalLakehouse(settings)
