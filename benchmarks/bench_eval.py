@@ -129,7 +129,7 @@ def squad(args) -> dict:
     from ragops.config import LLMConfig
     from ragops.evaluation.eval_sets import load_squad, register_eval_set, squad_corpus
     from ragops.evaluation.evaluate import EvalOptions, EvalTarget, evaluate
-    from ragops.evaluation.sweep import build_index
+    from ragops.index.build import build_index
     from ragops.index.search import Searcher
     from ragops.lakehouse import open_lakehouse
     from ragops.llm import get_chat_model

@@ -57,7 +57,7 @@ def make_settings(tmp_path: Path):
 
 def run_pipeline(settings) -> dict:
     """ingest → chunk → embed → index_sync, as ingest_job runs them; the summary of each step."""
-    from ragops.evaluation.sweep import build_index
+    from ragops.index.build import build_index
 
     return build_index(settings)
 

@@ -22,7 +22,7 @@ import pandas as pd
 from ragops.config import CHUNK_STRATEGIES, SEARCH_MODES, Settings
 from ragops.evaluation.eval_sets import read_eval_set
 from ragops.evaluation.evaluate import EvalOptions, EvalTarget, evaluate
-from ragops.lakehouse import Lakehouse, open_lakehouse
+from ragops.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +103,6 @@ def index_settings(settings: Settings, strategy: str, size: int, embedding_model
         embedding=replace(settings.embedding, model=embedding_model))
 
 
-def build_index(settings: Settings) -> dict[str, Any]:
-    from ragops.chunking import run_chunking
-    from ragops.embedding.embed import run_embedding
-    from ragops.index import run_index_sync
-    from ragops.ingest import run_ingest
-
-    with open_lakehouse(settings) as lh:
-        return {"ingest": run_ingest(lh, settings), "chunk": run_chunking(lh, settings),
-                "embed": run_embedding(lh, settings), "index_sync": run_index_sync(lh, settings)}
-
-
 def run_sweep(settings: Settings, lh: Lakehouse, grid: SweepGrid, *, eval_set: str = "sample",
               options: EvalOptions | None = None) -> SweepResult:
     import mlflow
@@ -121,6 +110,7 @@ def run_sweep(settings: Settings, lh: Lakehouse, grid: SweepGrid, *, eval_set: s
     from ragops.chain.prompts import ensure_prompts, resolve_prompt
     from ragops.chain.rag import RagChain
     from ragops.evaluation.report import format_table
+    from ragops.index.build import build_index
     from ragops.index.search import Searcher
     from ragops.llm import get_chat_model
     from ragops.tracking import configure_mlflow
