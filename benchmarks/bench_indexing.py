@@ -44,7 +44,7 @@ def chunk_stats(lh, settings) -> dict:
     import numpy as np
 
     from ragops.chunking import indexed_text
-    from ragops.embedding.models import load_tokenizer
+    from ragops.weights import load_tokenizer
 
     chunks = lh.read("chunks", ["chunk_id", "doc_id", "title", "section", "text", "n_tokens"])
     per_doc = chunks.groupby("doc_id").size()
@@ -81,10 +81,10 @@ def main(argv=None) -> dict:
         import ragops.embedding.local as local_mod
         from ragops.chunking import indexed_text, run_chunking
         from ragops.embedding.embed import run_embedding
-        from ragops.embedding.models import resolve_model_path
         from ragops.index import run_index_sync
         from ragops.ingest import run_ingest
         from ragops.lakehouse import open_lakehouse
+        from ragops.weights import resolve_model_path
 
     root = args.root.resolve()
     src_dir = C.source_dir_for(root)

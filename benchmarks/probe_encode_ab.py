@@ -29,8 +29,8 @@ def main(argv=None) -> dict:
 
     from ragops.chunking import indexed_text
     from ragops.embedding import get_embedder
-    from ragops.embedding.models import resolve_model_path
     from ragops.lakehouse import open_lakehouse
+    from ragops.weights import resolve_model_path
 
     settings = C.settings_for(args.root, "/unused")
     with open_lakehouse(settings) as lh:

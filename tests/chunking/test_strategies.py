@@ -8,7 +8,7 @@ import pytest
 
 from ragops.chunking.strategies import STRATEGIES, TokenCounter, hf_tokenize, markdown_sections, split_text
 from ragops.config import ChunkingConfig
-from ragops.embedding.models import load_tokenizer
+from ragops.weights import load_tokenizer
 from tests.conftest import SAMPLE
 
 

@@ -14,8 +14,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from ragops.config import LLMConfig
 from ragops.llm import get_chat_model, llm_identity
 from ragops.llm.messages import from_dicts, to_dicts
-from ragops.llm.models import LLMNotFoundError, resolve_llm_path
 from ragops.llm.remote import DatabricksChatModel, LLMError, OpenAICompatibleChatModel
+from ragops.weights.llm import LLMNotFoundError, resolve_llm_path
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def _sha(text: str) -> str:
 def _tokenize_fn(tokenizer_name: str):
     if tokenizer_name == "regex":
         return regex_tokenize
-    from ragops.embedding.models import load_tokenizer
+    from ragops.weights import load_tokenizer
 
     return hf_tokenize(load_tokenizer(tokenizer_name))
 

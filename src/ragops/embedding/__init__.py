@@ -6,16 +6,14 @@ import functools
 
 from ragops.config import EmbeddingConfig
 from ragops.embedding.base import Embedder, EmbeddingError
-from ragops.embedding.models import ModelNotFoundError, resolve_model_path
+from ragops.weights.embedder import ModelNotFoundError, embedder_name, resolve_model_path
 
 
 def embedder_identity(config: EmbeddingConfig) -> str:
     """The ``model`` value an embedder of this config stores with its vectors — known without
     loading the model, so a no-op run stays cheap and a model change is detected."""
     if config.backend == "local":
-        from ragops.embedding.models import PACKAGED_MODELS
-
-        return "all-MiniLM-L6-v2" if config.model in PACKAGED_MODELS else str(resolve_model_path(config.model))
+        return embedder_name(config.model)
     if config.backend == "databricks":
         return f"databricks:{config.endpoint or config.model}"
     return config.model

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ragops.embedding.base import Embedder
-from ragops.embedding.models import PACKAGED_MODELS, resolve_model_path
+from ragops.weights.embedder import embedder_name, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class LocalEmbedder(Embedder):
         elif dtype != "float32":
             raise ValueError(f"embedding_dtype={dtype!r}: use float32 or bfloat16")
         # Identity stored with every vector: the short name for packaged models, else the path.
-        self.model_name = "all-MiniLM-L6-v2" if model in PACKAGED_MODELS else str(path)
+        self.model_name = embedder_name(model)
         self.dimension = int((getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension)())
         self.batch_size = batch_size
         self.max_seq_length = int(self.st.max_seq_length)

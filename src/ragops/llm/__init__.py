@@ -7,7 +7,7 @@ from langchain_core.language_models import BaseChatModel
 
 from ragops.config import LLMConfig
 from ragops.llm.messages import from_dicts, to_dicts
-from ragops.llm.models import DEFAULT_LLM, LLMNotFoundError, resolve_llm_path
+from ragops.weights.llm import DEFAULT_LLM, LLMNotFoundError, resolve_llm_path
 
 
 def get_chat_model(config: LLMConfig) -> BaseChatModel:

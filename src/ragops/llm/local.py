@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from ragops.llm.messages import to_dicts, truncate_at_stop
-from ragops.llm.models import DEFAULT_LLM, resolve_llm_path
+from ragops.weights.llm import DEFAULT_LLM, resolve_llm_path
 
 log = logging.getLogger(__name__)
 

