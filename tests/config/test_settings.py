@@ -6,7 +6,6 @@ from ragops.config import (
     ChainConfig,
     ChunkingConfig,
     EmbeddingConfig,
-    EvaluationConfig,
     IndexConfig,
     IngestConfig,
     LLMConfig,

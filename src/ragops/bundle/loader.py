@@ -13,7 +13,6 @@ references are left for the runner, as Databricks resolves them at run time.
 
 from __future__ import annotations
 
-from ragops.errors import RagopsError
 import copy
 import getpass
 import glob
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ragops.errors import RagopsError
 
 BUNDLE_FILE = "databricks.yml"
 _REF = re.compile(r"\$\{([a-zA-Z0-9_.\-\[\]]+)\}")

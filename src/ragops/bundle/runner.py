@@ -6,6 +6,21 @@ tasks execute through papermill with ``base_parameters``. ``{{job.parameters.*}}
 the job parameter defaults (which reference bundle variables) or ``--param`` overrides.
 A failed task fails the run; tasks that depend on it are skipped.
 
+Job parameter pushdown, as Databricks does it ("Configure job parameters" → "Job parameter
+pushdown"): the job's parameters are passed to every task that accepts key-value parameters, and
+win over a task parameter with the same key — a ``python_wheel_task`` configured with keyword
+arguments (a non-empty ``named_parameters``; one with only positional ``parameters`` gets
+nothing), a ``notebook_task`` (into ``base_parameters``), and a ``run_job_task``, whose child job
+receives the parent's parameters that it declares, on top of the task's own ``job_parameters``.
+So a task lists only what is specific to it (:func:`pushed_down`).
+
+``max_concurrent_runs`` (unset = 1, as in the Jobs API) is honoured per job and state root with
+``flock``-ed slot files under ``<root>/runs/locks/`` (:mod:`ragops.bundle.locks`). A run over the
+limit **fails at once** with :class:`~ragops.bundle.locks.JobLocked` naming the holder's pid and
+start time, rather than waiting: a queued local run would look hung, and Databricks skips such a
+run unless queueing is on. A nested ``run_job_task`` run takes a slot of its own job, so running
+rag_chain_job while evaluate_job runs on the same root fails its ``evaluate`` task.
+
 Control flow follows the Databricks Jobs semantics: a ``condition_task`` compares ``left`` and
 ``right`` (as numbers when both parse, else as strings) and its outcome decides which dependants
 run (``depends_on: [{task_key, outcome: "true"}]``); the others are *excluded*, which does not
@@ -20,6 +35,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -30,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ragops.bundle.loader import Bundle, BundleError
+from ragops.bundle.locks import job_slot
 from ragops.bundle.validate import (
     _DYNAMIC,
     CONDITION_OPS,
@@ -112,11 +129,15 @@ def condition_outcome(op: str, left: Any, right: Any) -> bool:
 
 
 class _Tee(io.TextIOBase):
+    """Writes through to ``stream`` and records what a task wrote while ``recording`` (a log handler
+    created during the task may keep this object as its stream after the task ended)."""
+
     def __init__(self, stream) -> None:
-        self.stream, self.lines = stream, io.StringIO()
+        self.stream, self.lines, self.recording = stream, io.StringIO(), True
 
     def write(self, s: str) -> int:
-        self.lines.write(s)
+        if self.recording:
+            self.lines.write(s)
         return self.stream.write(s)
 
     def flush(self) -> None:
@@ -132,6 +153,27 @@ def _last_summary(text: str) -> Any:
     return None
 
 
+def pushed_down(task: Mapping[str, Any], job_params: Mapping[str, str]) -> dict[str, Any]:
+    """``task`` (its ``{{…}}`` references resolved) with the job parameters pushed down into its
+    key-value parameters, job parameters winning (see the module docstring)."""
+    out = dict(task)
+    if isinstance(out.get("python_wheel_task"), Mapping) and out["python_wheel_task"].get("named_parameters"):
+        body = dict(out["python_wheel_task"])
+        body["named_parameters"] = {**body["named_parameters"], **job_params}
+        out["python_wheel_task"] = body
+    elif isinstance(out.get("notebook_task"), Mapping):
+        body = dict(out["notebook_task"])
+        body["base_parameters"] = {**(body.get("base_parameters") or {}), **job_params}
+        out["notebook_task"] = body
+    return out
+
+
+def state_root(bundle: Bundle, job_params: Mapping[str, str]) -> Path:
+    """The state root a run works on (its ``root`` parameter, else the bundle's): what its lock is per."""
+    root = Path(os.path.expanduser(str(job_params.get("root") or bundle.variables.get("root") or ".ragops")))
+    return (root if root.is_absolute() else Path(bundle.root) / root).resolve()
+
+
 def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = None,
             *, runs_dir: Path | None = None, on_task=None, _callers: tuple[str, ...] = ()) -> JobRun:
     job = bundle.job(job_name)
@@ -144,6 +186,13 @@ def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = No
         raise BundleError(f"job {job_name!r} has no parameters {sorted(unknown)}; it has {sorted(declared)}")
     job_params = {**declared, **{k: str(v) for k, v in (params or {}).items()}}
     run = JobRun(job_name, bundle.target, uuid.uuid4().hex[:12], job_params)
+    with job_slot(job_name, state_root(bundle, job_params), job.get("max_concurrent_runs"), run.run_id):
+        return _run(bundle, job_name, job, run, runs_dir, on_task, _callers)
+
+
+def _run(bundle: Bundle, job_name: str, job: Mapping[str, Any], run: JobRun, runs_dir: Path | None, on_task,
+         _callers: tuple[str, ...]) -> JobRun:
+    job_params = run.parameters
     file = bundle.sources.get(f"jobs.{job_name}", "databricks.yml")
     runs_dir = runs_dir or Path(bundle.root) / ".ragops" / "runs"
     out_dir = runs_dir / job_name / run.run_id
@@ -165,7 +214,7 @@ def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = No
             context = {f"job.parameters.{k}": v for k, v in job_params.items()}
             context.update({"job.name": job_name, "job.id": "local", "job.run_id": run.run_id,
                             "task.name": task["task_key"], "task.run_id": f"{run.run_id}-{task['task_key']}"})
-            resolved = _resolve_dynamic(task, context)
+            resolved = pushed_down(_resolve_dynamic(task, context), job_params)
             log.info("▶ %s.%s", job_name, tr.task_key)
             t0 = time.perf_counter()
             try:
@@ -182,7 +231,8 @@ def run_job(bundle: Bundle, job_name: str, params: Mapping[str, str] | None = No
                     tr.summary = {"outcome": str(outcome).lower(), "left": body["left"], "op": body["op"],
                                   "right": body["right"]}
                 elif "run_job_task" in resolved:
-                    _run_child_job(bundle, resolved["run_job_task"], tr, runs_dir, on_task, (*_callers, job_name))
+                    _run_child_job(bundle, resolved["run_job_task"], job_params, tr, runs_dir, on_task,
+                                   (*_callers, job_name))
                 else:
                     raise BundleError(f"task {tr.task_key!r}: only python_wheel_task, notebook_task, "
                                       "condition_task and run_job_task run locally")
@@ -219,25 +269,40 @@ def _blocked(task: dict[str, Any], status: Mapping[str, TaskRun]) -> tuple[str, 
     return ("excluded", excluded) if excluded else None
 
 
+_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL)\s")
+
+
+def _last_message(text: str) -> str:
+    """The last line a failed entry point wrote on stderr that is not a log record: its one-line
+    error (``ingest: source_path … does not exist``), as Databricks shows a task's error output."""
+    for line in reversed(text.strip().splitlines()):
+        if line.strip() and not _LOG_LINE.match(line):
+            return line.strip()
+    return ""
+
+
 def _run_wheel_task(body: Mapping[str, Any], tr: TaskRun) -> None:
     argv = [f"--{k}={v}" for k, v in (body.get("named_parameters") or {}).items()]
     argv += [str(a) for a in body.get("parameters") or []]
     fn = entry_point_target(body["package_name"], body["entry_point"])
-    tee = _Tee(sys.stdout)
-    with contextlib.redirect_stdout(tee):
+    out, err = _Tee(sys.stdout), _Tee(sys.stderr)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             rc = fn(argv)
         except SystemExit as exc:
             rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             if exc.code not in (None, 0) and not isinstance(exc.code, int):
                 tr.error = str(exc.code)
-    tr.summary = _last_summary(tee.lines.getvalue())
+        finally:
+            out.recording = err.recording = False
+    tr.summary = _last_summary(out.lines.getvalue())
     if rc not in (None, 0):
+        tr.error = tr.error or _last_message(err.lines.getvalue())
         raise RuntimeError(tr.error or f"entry point {body['entry_point']} exited with {rc}")
 
 
-def _run_child_job(bundle: Bundle, body: Mapping[str, Any], tr: TaskRun, runs_dir: Path, on_task,
-                   callers: tuple[str, ...]) -> None:
+def _run_child_job(bundle: Bundle, body: Mapping[str, Any], parent_params: Mapping[str, str], tr: TaskRun,
+                   runs_dir: Path, on_task, callers: tuple[str, ...]) -> None:
     child = bundle_job_of(body.get("job_id"))
     if child is None:
         raise BundleError(f"run_job_task job_id {body.get('job_id')!r} is not a job of this bundle; "
@@ -249,9 +314,10 @@ def _run_child_job(bundle: Bundle, body: Mapping[str, Any], tr: TaskRun, runs_di
         if on_task:
             on_task(replace(child_task, task_key=f"{tr.task_key} → {child}.{child_task.task_key}"))
 
+    declared = {p["name"] for p in bundle.job(child).get("parameters") or []}
+    params = {**(body.get("job_parameters") or {}), **{k: v for k, v in parent_params.items() if k in declared}}
     log.info("▶ %s runs job %s", tr.task_key, child)
-    child_run = run_job(bundle, child, body.get("job_parameters") or {}, runs_dir=runs_dir, on_task=report,
-                        _callers=callers)
+    child_run = run_job(bundle, child, params, runs_dir=runs_dir, on_task=report, _callers=callers)
     tr.summary = {"job": child, "run_id": child_run.run_id, "ok": child_run.ok,
                   "tasks": {t.task_key: t.status for t in child_run.tasks},
                   "summaries": {t.task_key: t.summary for t in child_run.tasks if t.summary is not None}}

@@ -1,15 +1,27 @@
-"""``ragops bundle validate``: catch bundle mistakes before anything runs, naming file and key."""
+"""``ragops bundle validate``: catch bundle mistakes before anything runs, naming file and key.
+
+Three layers, each in the module that knows it:
+
+* shapes — every job and serving endpoint through Databricks' own models (:mod:`ragops.bundle.schema`,
+  ``databricks-bundles``): unknown or missing fields, types, enum values;
+* settings — variables and job parameters against the declared settings (:mod:`ragops.bundle.variables`);
+* what only this project can check (here): entry points and notebooks exist, task graphs have no
+  cycles, ``{{…}}`` references are known and name declared job parameters, condition outcomes,
+  run_job_task targets and their parameter names, jobs that run each other.
+"""
 
 from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ragops.bundle.issues import Issue
 from ragops.bundle.loader import BUNDLE_FILE, LOCAL_JOB_ID_PREFIX, Bundle, BundleError, load_bundle
+from ragops.bundle.schema import check_resources
+from ragops.bundle.variables import check_job_parameters, check_variables
 
 TASK_TYPES = ("python_wheel_task", "notebook_task", "spark_python_task", "run_job_task", "condition_task")
 #: ``condition_task.op`` values (Databricks Jobs API) and the comparison each one makes.
@@ -21,16 +33,6 @@ _KNOWN_DYNAMIC = re.compile(
     r"^(job\.(id|name|run_id|start_time\.\w+|trigger\.\w+|repair_count)|task\.(name|run_id|execution_count)"
     r"|job\.parameters\.[\w.-]+|tasks\.[\w-]+\.values\.[\w-]+|workspace\.(id|url))$"
 )
-
-
-@dataclass
-class Issue:
-    file: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.message}"
 
 
 def console_scripts(package: str) -> set[str]:
@@ -90,7 +92,7 @@ def bundle_job_of(job_id: Any) -> str | None:
 
 
 def validate_bundle(bundle: Bundle) -> list[Issue]:
-    issues: list[Issue] = []
+    issues: list[Issue] = check_variables(bundle)
     triggers: dict[str, list[str]] = {}  # job → jobs its run_job_tasks run
     for file, key, ref in bundle.unresolved:
         issues.append(Issue(file, key, f"{ref} does not resolve (unknown variable or reference)"))
@@ -111,12 +113,7 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
             issues.append(Issue(file, f"{base}.tasks", "a job needs a non-empty list of tasks"))
             continue
         params = {p.get("name") for p in job.get("parameters") or [] if isinstance(p, dict)}
-        for i, p in enumerate(job.get("parameters") or []):
-            if not isinstance(p, dict) or "name" not in p or "default" not in p:
-                issues.append(Issue(file, f"{base}.parameters[{i}]", "a job parameter needs name and default"))
-        schedule = job.get("schedule")
-        if schedule is not None and not (isinstance(schedule, dict) and schedule.get("quartz_cron_expression")):
-            issues.append(Issue(file, f"{base}.schedule", "a schedule needs quartz_cron_expression"))
+        issues += check_job_parameters(bundle, job_name, file)
 
         keys: dict[str, list[str]] = {}
         outcomes: list[tuple[str, str, Any]] = []  # (task key path, upstream task, outcome)
@@ -125,8 +122,7 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
         for i, task in enumerate(tasks):
             tkey = f"{base}.tasks[{i}]"
             if not isinstance(task, dict) or not task.get("task_key"):
-                issues.append(Issue(file, tkey, "every task needs a task_key"))
-                continue
+                continue  # databricks-bundles reports the missing task_key
             name = task["task_key"]
             if name in keys:
                 issues.append(Issue(file, f"{tkey}.task_key", f"duplicate task_key {name!r}"))
@@ -142,17 +138,13 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
             body = task[kind] or {}
             if kind == "python_wheel_task":
                 pkg, ep = body.get("package_name"), body.get("entry_point")
-                if not pkg or not ep:
-                    issues.append(Issue(file, f"{tkey}.python_wheel_task", "needs package_name and entry_point"))
-                elif ep not in console_scripts(pkg):
+                if pkg and ep and ep not in console_scripts(pkg):
                     have = ", ".join(sorted(console_scripts(pkg))) or f"package {pkg!r} is not installed"
                     issues.append(Issue(file, f"{tkey}.python_wheel_task.entry_point",
                                         f"entry point {ep!r} not found in {pkg!r} (has: {have})"))
             elif kind == "notebook_task":
                 nb = body.get("notebook_path")
-                if not nb:
-                    issues.append(Issue(file, f"{tkey}.notebook_task", "needs notebook_path"))
-                elif notebook_file(bundle, file, nb) is None:
+                if nb and notebook_file(bundle, file, nb) is None:
                     issues.append(Issue(file, f"{tkey}.notebook_task.notebook_path",
                                         f"notebook {nb!r} not found (paths are relative to {file})"))
             elif kind == "condition_task":
@@ -160,14 +152,9 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
                 if body.get("op") not in CONDITION_OPS:
                     issues.append(Issue(file, f"{tkey}.condition_task.op",
                                         f"{body.get('op')!r} is not one of {', '.join(CONDITION_OPS)}"))
-                for side in ("left", "right"):
-                    if side not in body:
-                        issues.append(Issue(file, f"{tkey}.condition_task", f"needs {side}"))
             elif kind == "run_job_task":
                 child = bundle_job_of(body.get("job_id"))
-                if body.get("job_id") in (None, ""):
-                    issues.append(Issue(file, f"{tkey}.run_job_task", "needs job_id (e.g. ${resources.jobs.<name>.id})"))
-                elif child is not None:
+                if child is not None:
                     triggers[job_name].append(child)
                     declared = {p.get("name") for p in bundle.jobs[child].get("parameters") or [] if isinstance(p, dict)}
                     for pname in body.get("job_parameters") or {}:
@@ -199,6 +186,11 @@ def validate_bundle(bundle: Bundle) -> list[Issue]:
         first = cycle[0]
         issues.append(Issue(bundle.sources.get(f"jobs.{first}", BUNDLE_FILE), f"resources.jobs.{first}",
                             f"run_job_task cycle: {' → '.join(cycle)}"))
+    # A task's shape problem we already named more precisely (a condition op, say) is not repeated.
+    for found in check_resources(bundle):
+        if ".tasks[" not in found.key or not any(i.file == found.file and i.key.startswith(found.key + ".")
+                                                 for i in issues):
+            issues.append(found)
     return issues
 
 
