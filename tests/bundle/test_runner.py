@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ragops.bundle import BundleError, load_bundle, run_job
@@ -138,3 +140,35 @@ def test_a_job_id_outside_the_bundle_is_a_clear_error_locally(bundle_copy, tmp_p
     add_jobs(bundle_copy, {"remote_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": 123456}}]}})
     run = run_job(load_bundle(bundle_copy), "remote_job", runs_dir=tmp_path / "runs")
     assert not run.ok and "123456 is not a job of this bundle" in run.tasks[0].error
+
+
+def test_job_parameters_are_pushed_down_and_win_over_task_parameters():
+    from ragops.bundle.runner import pushed_down
+
+    job = {"chunk_size": "128", "root": "/state"}
+    wheel = pushed_down({"python_wheel_task": {"named_parameters": {"task": "chunk", "chunk_size": "64"}}}, job)
+    assert wheel["python_wheel_task"]["named_parameters"] == {"task": "chunk", "chunk_size": "128", "root": "/state"}
+    positional = pushed_down({"python_wheel_task": {"parameters": ["--x=1"]}}, job)
+    assert "named_parameters" not in positional["python_wheel_task"]  # not configured with keyword arguments
+    notebook = pushed_down({"notebook_task": {"notebook_path": "nb"}}, job)
+    assert notebook["notebook_task"]["base_parameters"] == job
+
+
+def test_a_child_job_receives_the_parent_parameters_it_declares(flow_bundle, tmp_path):
+    root, out = flow_bundle
+    add_jobs(root, {
+        "child_job": {
+            "parameters": [{"name": "who", "default": "nobody"}, {"name": "fail", "default": "no"}],
+            "tasks": [{"task_key": "append", "notebook_task": {"notebook_path": "../notebooks/append",
+                                                               "base_parameters": {"out": str(out)}}}],
+        },
+        "pushing_job": {
+            "parameters": [{"name": "who", "default": "pushed"}, {"name": "colour", "default": "red"}],
+            "tasks": [{"task_key": "run_child", "run_job_task": {"job_id": "${resources.jobs.child_job.id}"}}],
+        },
+    })
+    run = run_job(load_bundle(root), "pushing_job", runs_dir=tmp_path / "runs")
+    assert run.ok, [t.error for t in run.tasks]
+    assert out.read_text() == "pushed\n"  # who pushed down into the child, then into its notebook
+    child = json.loads((tmp_path / "runs" / "child_job" / run.tasks[0].summary["run_id"] / "run.json").read_text())
+    assert child["parameters"] == {"who": "pushed", "fail": "no"}  # colour is not the child's: not passed
