@@ -16,6 +16,7 @@ from ragops.chain.prompts import ensure_prompts, resolve_prompt
 from ragops.config import Settings, config_hash
 from ragops.index.snapshot import SnapshotNotFoundError, SnapshotStore
 from ragops.llm import llm_identity
+from ragops.models.registry import model_name
 from ragops.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def log_chain(settings: Settings, alias: str = "challenger") -> LoggedChain:
         "prompt": prompt.to_dict(),
         "lineage": lineage,
     }
-    name = settings.registered_model_name
+    name = model_name(settings)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"rag_chain {manifest.snapshot_id}") as run:
         cfg_path = Path(tmp) / "chain_config.json"
         cfg_path.write_text(json.dumps(config, indent=2, sort_keys=True))

@@ -1,14 +1,35 @@
-"""Aliases on the registered chain: resolve, promote, and remember the previous champion."""
+"""The registered chain: its name, aliases resolved to versions, promote, and the previous champion.
+
+This module is the one place that spells the model's name (:func:`model_name`, from
+:attr:`Settings.registered_model_name`) and turns an alias, a version number or a ``models:/`` URI
+into a version (:func:`resolve`, :func:`alias_version`).
+
+"Not found" is told apart from every other failure: only MLflow's "no such resource" answers read
+as "no such alias / version" (:func:`is_not_found`); an auth, network or server error propagates.
+What the stores answer, checked against MLflow 3.17: a missing model or version is
+``RESOURCE_DOES_NOT_EXIST`` everywhere; a missing *alias* is ``RESOURCE_DOES_NOT_EXIST`` from
+Unity Catalog but ``INVALID_PARAMETER_VALUE`` ("Registered model alias … not found.") from the
+sqlite and file stores, so that code counts as "not found" only with that message.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from ragops.config import Settings
 from ragops.errors import RagopsError
 from ragops.tracking import configure_mlflow
 
+if TYPE_CHECKING:  # mlflow is imported when the registry is used, not when this module is
+    from mlflow.exceptions import MlflowException
+
 PREVIOUS_CHAMPION_TAG = "previous_champion_version"
+#: MLflow error codes that mean "no such model / version / alias".
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
+_LOCAL_MISSING_ALIAS = re.compile(r"alias \S+ not found", re.IGNORECASE)
 
 
 class ModelNotRegisteredError(RagopsError, LookupError):
@@ -31,7 +52,7 @@ def versions_frame(settings: Settings):
     import pandas as pd
 
     client = configure_mlflow(settings, experiment=False)
-    name = settings.registered_model_name
+    name = model_name(settings)
     versions = client.search_model_versions(f"name='{name}'")
     aliases: dict[str, list[str]] = {}
     if versions:
@@ -44,17 +65,69 @@ def versions_frame(settings: Settings):
     return pd.DataFrame(rows, columns=columns).sort_values("version").reset_index(drop=True)
 
 
-def alias_version(settings: Settings, alias: str) -> str | None:
+def is_not_found(exc: MlflowException) -> bool:
+    """Whether ``exc`` says the model, version or alias does not exist (see the module docstring)."""
+    code = getattr(exc, "error_code", "")
+    if code in NOT_FOUND_CODES:
+        return True
+    return code == "INVALID_PARAMETER_VALUE" and bool(_LOCAL_MISSING_ALIAS.search(str(exc)))
+
+
+def model_name(settings: Settings, *, unity_catalog: bool = False) -> str:
+    """The registered chain's name: :attr:`Settings.registered_model_name`. ``unity_catalog=True``
+    gives its three-level Unity Catalog name (``<catalog>.<schema>.rag_chain``) whatever the
+    tracking URI, which is what Model Serving needs."""
+    if unity_catalog:
+        settings = dataclasses.replace(settings, mlflow_tracking_uri="databricks")
+    return settings.registered_model_name
+
+
+def alias_version(settings: Settings, alias: str, name: str | None = None) -> str | None:
+    """The version ``alias`` points at, or None when the alias (or the model) does not exist.
+    Any other registry failure (auth, network, server) raises."""
+    from mlflow.exceptions import MlflowException
+
     client = configure_mlflow(settings, experiment=False)
     try:
-        return str(client.get_model_version_by_alias(settings.registered_model_name, alias).version)
-    except Exception:
-        return None
+        return str(client.get_model_version_by_alias(name or model_name(settings), alias).version)
+    except MlflowException as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def resolve(settings: Settings, ref: str | int) -> tuple[str, str | None]:
+    """An alias (``champion``, ``@champion``), a version (``3``) or a URI → (pinned URI, version).
+
+    ``models:/name@alias`` / ``models:/name/3`` / ``champion`` / ``3`` → (``models:/name/3``, ``"3"``):
+    the version it points at now. ``(uri, None)`` when it names no registered version — an unknown
+    alias, or a runs:/ or file URI. Bare aliases and versions refer to this target's chain.
+    """
+    ref = str(ref).strip()
+    if not ref.startswith("models:/"):
+        if "/" in ref or ":" in ref:  # runs:/…, file:…, a path: not a registry reference
+            return ref, None
+        ref = f"models:/{model_name(settings)}" + (f"/{ref}" if ref.isdigit() else f"@{ref.removeprefix('@')}")
+    rest = ref[len("models:/"):]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = alias_version(settings, alias, name)
+        if version is None:
+            return ref, None
+    else:
+        name, _, version = rest.rpartition("/")
+        if not name or not version.isdigit():
+            return ref, None
+    return f"models:/{name}/{version}", version
+
+
+#: The name evaluation (and older callers) import; the same function.
+resolve_model_uri = resolve
 
 
 def default_model_uri(settings: Settings) -> str:
     """``@champion`` if one exists, else ``@challenger`` (a chain logged but not yet promoted)."""
-    name = settings.registered_model_name
+    name = model_name(settings)
     for alias in ("champion", "challenger"):
         if alias_version(settings, alias) is not None:
             return f"models:/{name}@{alias}"
@@ -67,15 +140,19 @@ def default_model_uri(settings: Settings) -> str:
 def promote(settings: Settings, version: str | None = None, from_alias: str = "challenger",
             alias: str = "champion") -> AliasChange:
     """Point ``alias`` at ``version`` (default: the version ``from_alias`` points at)."""
+    from mlflow.exceptions import MlflowException
+
     client = configure_mlflow(settings, experiment=False)
-    name = settings.registered_model_name
+    name = model_name(settings)
     if version is None:
         version = alias_version(settings, from_alias)
         if version is None:
             raise ModelNotRegisteredError(f"{name!r} has no @{from_alias} version to promote")
     try:
         client.get_model_version(name, str(version))
-    except Exception as exc:
+    except MlflowException as exc:
+        if not is_not_found(exc):
+            raise
         raise ModelNotRegisteredError(f"{name!r} has no version {version}") from exc
     previous = alias_version(settings, alias)
     client.set_registered_model_alias(name, alias, str(version))
@@ -91,12 +168,16 @@ def rollback(settings: Settings, alias: str = "champion") -> AliasChange:
     The version rolled back from becomes the recorded previous version, so a second rollback
     undoes the first.
     """
+    from mlflow.exceptions import MlflowException
+
     client = configure_mlflow(settings, experiment=False)
-    name = settings.registered_model_name
+    name = model_name(settings)
     tag = PREVIOUS_CHAMPION_TAG if alias == "champion" else f"previous_{alias}"
     try:
         previous = client.get_registered_model(name).tags.get(tag)
-    except Exception as exc:
+    except MlflowException as exc:
+        if not is_not_found(exc):
+            raise
         raise ModelNotRegisteredError(f"{name!r} is not registered in {settings.tracking_uri}") from exc
     if not previous:
         raise ModelNotRegisteredError(
@@ -108,24 +189,3 @@ def rollback(settings: Settings, alias: str = "champion") -> AliasChange:
         client.set_registered_model_tag(name, tag, current)
         client.set_model_version_tag(name, current, "rolled_back_from", alias)
     return AliasChange(name, alias, str(previous), current)
-
-
-def resolve_model_uri(settings: Settings, model_uri: str) -> tuple[str, str | None]:
-    """``models:/name@alias`` or ``models:/name/3`` → (``models:/name/3``, ``"3"``): the version a URI
-    points at now. ``(model_uri, None)`` when it names no registered version (an unknown alias,
-    or a runs:/ or file URI)."""
-    if not model_uri.startswith("models:/"):
-        return model_uri, None
-    rest = model_uri[len("models:/"):]
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        client = configure_mlflow(settings, experiment=False)
-        try:
-            version = str(client.get_model_version_by_alias(name, alias).version)
-        except Exception:
-            return model_uri, None
-    else:
-        name, _, version = rest.rpartition("/")
-        if not name or not version.isdigit():
-            return model_uri, None
-    return f"models:/{name}/{version}", version
