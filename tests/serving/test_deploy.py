@@ -26,13 +26,14 @@ import yaml
 
 from ragops.jobs import deploy as deploy_job
 from ragops.serving.deploy import (
+    LOCAL_HINT,
     DeployError,
     DeployTimeout,
     deploy_endpoint,
     resolve_model_version,
     served_entity_name,
-    workspace_client,
 )
+from ragops.workspace import WorkspaceError, workspace_client
 from tests.conftest import REPO
 
 MODEL = "main.ragops.rag_chain"
@@ -409,8 +410,8 @@ def test_unreachable_workspace_is_a_deploy_error():
 
 
 def test_no_workspace_configured(capsys):
-    with pytest.raises(DeployError) as err:
-        workspace_client(retry_timeout_seconds=2)
+    with pytest.raises(WorkspaceError) as err:
+        workspace_client(retry_timeout_seconds=2, hint=LOCAL_HINT)
     message = str(err.value)
     assert "DATABRICKS_HOST is not set" in message and "DATABRICKS_TOKEN" in message
     assert ".databrickscfg does not exist" in message and "ragops serve" in message
@@ -419,14 +420,20 @@ def test_no_workspace_configured(capsys):
 # --- job entry point -----------------------------------------------------------------------------
 
 
-def test_job_without_workspace_exits_non_zero(capsys):
+def test_job_without_workspace_exits_non_zero_without_a_traceback():
     assert not (Path.home() / ".databrickscfg").exists()
-    rc = deploy_job.main(["--alias=champion", "--catalog=main", "--schema=ragops", "--endpoint_name=",
-                          "--retry_timeout_s=2"])
-    assert rc != 0
-    err = capsys.readouterr().err
-    assert "No Databricks workspace is configured" in err
+    with pytest.raises(SystemExit) as exit_:
+        deploy_job.main(["--alias=champion", "--catalog=main", "--schema=ragops", "--endpoint_name=",
+                         "--retry_timeout_s=2"])
+    err = exit_.value.code  # a string: Python prints it on stderr and exits 1
+    assert isinstance(err, str) and err.startswith("deploy: No Databricks workspace is configured")
     assert "DATABRICKS_HOST" in err and "ragops serve" in err
+
+
+def test_job_bad_parameter_names_it():
+    with pytest.raises(SystemExit) as exit_:
+        deploy_job.main(["--scale_to_zero=maybe", "--retry_timeout_s=2"])
+    assert "scale_to_zero" in str(exit_.value.code) and "true or false" in str(exit_.value.code)
 
 
 def test_job_deploys_the_champion(fake, monkeypatch, capsys):

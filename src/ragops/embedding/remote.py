@@ -65,9 +65,9 @@ class DatabricksEmbedder(Embedder):
         if not endpoint:
             raise ValueError("embedding_backend=databricks needs embedding_endpoint=<serving endpoint name>")
         if client is None:
-            from databricks.sdk import WorkspaceClient
+            from ragops.workspace import workspace_client
 
-            client = WorkspaceClient(retry_timeout_seconds=30)
+            client = workspace_client(purpose=f"the embedding endpoint {endpoint!r} cannot be called")
         self.client = client
         self.endpoint = endpoint
         self.model_name = f"databricks:{endpoint}"

@@ -55,13 +55,16 @@ def _payload(summary: Any) -> Any:
 def run_task(name: str, stage: Callable[..., Any], argv: Sequence[str] | None = None,
              *, needs_lakehouse: bool = True, with_params: bool = False) -> int:
     """``stage(lh, settings)`` — or ``stage(lh, settings, params)`` with ``with_params`` for tasks
-    that read parameters beyond the settings (a sweep grid)."""
+    that read parameters beyond the settings (a sweep grid); ``lh`` is None without ``needs_lakehouse``.
+
+    A :class:`RagopsError` (from the stage, the settings or the lakehouse) exits 1 with
+    ``task: message`` on stderr (``SystemExit``); anything else is a bug and keeps its traceback."""
     setup_logging()
     params = parse_named_parameters(sys.argv[1:] if argv is None else argv)
-    settings = Settings.from_variables(params)
     extra = (params,) if with_params else ()
     started = time.perf_counter()
     try:
+        settings = Settings.from_variables(params)
         if needs_lakehouse:
             with open_lakehouse(settings) as lh:
                 summary = stage(lh, settings, *extra)
@@ -72,6 +75,11 @@ def run_task(name: str, stage: Callable[..., Any], argv: Sequence[str] | None = 
         print(json.dumps({"task": name, "summary": _payload(exc.summary)}, default=str))
         log.error("%s failed: %s", name, exc)
         return 1
+    except RagopsError as exc:  # ours: what failed and what to do, no traceback (a bug still has one)
+        log.debug("%s failed", name, exc_info=True)
+        # SystemExit(message): the process prints it on stderr and exits 1; the local bundle runner,
+        # which calls entry points in-process, records the same message as the task's error.
+        raise SystemExit(f"{name}: {exc}") from exc
     log.info("%s finished in %.1fs", name, time.perf_counter() - started)
     print(json.dumps({"task": name, "summary": _payload(summary)}, default=str))
     return 0

@@ -1,81 +1,68 @@
 """Task ``deploy``: the registered chain version an alias points at → a Databricks Model Serving endpoint.
 
-Named parameters (besides the usual settings ones, ``catalog``, ``schema`` …):
-
-``alias``          alias or version number to serve (default ``champion``)
-``endpoint_name``  serving endpoint (default ``ragops-rag-chain``)
-``model_name``     registered model (default ``<catalog>.<schema>.rag_chain``)
-``workload_size``  Small | Medium | Large (default ``Small``)
-``scale_to_zero``  true | false (default ``true``)
-``timeout_s``      how long to wait for the endpoint to be ready (default 1200)
-``poll_s``         seconds between state polls (default 10)
-``profile``        ~/.databrickscfg profile (default: environment / DEFAULT profile / runtime auth)
-``retry_timeout_s`` how long the SDK retries an unreachable workspace (default 30)
+Named parameters besides the usual settings ones (``catalog``, ``schema`` …) are declared once in
+:data:`PARAMETERS` (name, type, default, help); an empty value keeps the default, as Databricks
+passes every job parameter.
 
 Unlike the pipeline tasks it does not open the lakehouse: it only talks to the workspace.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from ragops.config import Settings
-from ragops.jobs.common import parse_named_parameters
-from ragops.logs import setup_logging
-from ragops.serving.deploy import (
-    DEFAULT_ENDPOINT,
-    DEFAULT_RETRY_TIMEOUT_S,
-    DeployError,
-    default_model_name,
-    deploy,
-    workspace_client,
+from ragops.config import SettingInfo, Settings
+from ragops.jobs.common import run_task
+from ragops.workspace import DEFAULT_RETRY_TIMEOUT_S
+
+
+def _param(name: str, type_: str, default: Any, help_: str) -> SettingInfo:
+    return SettingInfo(name=name, path=name, type=type_, default=default, help=help_)
+
+
+#: The deploy task's own parameters, parsed (and their errors named) like settings.
+PARAMETERS = (
+    _param("alias", "str", "champion", "alias or version number to serve"),
+    _param("endpoint_name", "str", "ragops-rag-chain", "serving endpoint"),
+    _param("model_name", "str", "", "registered model (default: the target's, <catalog>.<schema>.rag_chain)"),
+    _param("workload_size", "str", "Small", "Small | Medium | Large"),
+    _param("scale_to_zero", "bool", True, "let the endpoint scale to zero"),
+    _param("timeout_s", "float", 1200.0, "how long to wait for the endpoint to be ready"),
+    _param("poll_s", "float", 10.0, "seconds between state polls"),
+    _param("profile", "str", "", "~/.databrickscfg profile (default: environment / DEFAULT profile / runtime auth)"),
+    _param("retry_timeout_s", "int", DEFAULT_RETRY_TIMEOUT_S, "how long the SDK retries an unreachable workspace"),
 )
 
-log = logging.getLogger("ragops.jobs")
+
+def options(params: Mapping[str, str]) -> dict[str, Any]:
+    """The task's parameters, typed; empty or absent → the declared default."""
+    out = {}
+    for p in PARAMETERS:
+        value = params.get(p.name)
+        out[p.name] = p.default if value is None or str(value).strip() == "" else p.parse(str(value).strip())
+    return out
 
 
-def _as_bool(value: str) -> bool:
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise SystemExit(f"deploy: expected true or false, got {value!r}")
+def deploy_stage(lh: None, settings: Settings, params: Mapping[str, str]):
+    from ragops.models.registry import model_name
+    from ragops.serving.deploy import LOCAL_HINT, deploy
+    from ragops.workspace import workspace_client
+
+    o = options(params)
+    client = workspace_client(profile=o["profile"] or None, retry_timeout_seconds=o["retry_timeout_s"],
+                              purpose="the chain cannot be deployed to Model Serving", hint=LOCAL_HINT)
+    return deploy(
+        client,
+        model_name=o["model_name"] or model_name(settings, unity_catalog=True),
+        alias_or_version=o["alias"],
+        endpoint_name=o["endpoint_name"],
+        workload_size=o["workload_size"],
+        scale_to_zero=o["scale_to_zero"],
+        timeout_s=o["timeout_s"],
+        poll_s=o["poll_s"],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging()
-    params = parse_named_parameters(sys.argv[1:] if argv is None else argv)
-    # Databricks passes every named parameter; an empty job parameter means "use the default".
-    p = {k: v.strip() for k, v in params.items() if v is not None and v.strip() != ""}
-    settings = Settings.from_variables(p)
-    try:
-        timeout_s = float(p.get("timeout_s", 1200))
-        poll_s = float(p.get("poll_s", 10))
-        retry_s = int(p.get("retry_timeout_s", DEFAULT_RETRY_TIMEOUT_S))
-    except ValueError as exc:
-        raise SystemExit(f"deploy: bad numeric parameter: {exc}") from exc
-    started = time.perf_counter()
-    try:
-        client = workspace_client(profile=p.get("profile"), retry_timeout_seconds=retry_s)
-        result = deploy(
-            client,
-            model_name=p.get("model_name") or default_model_name(settings.catalog, settings.schema),
-            alias_or_version=p.get("alias", "champion"),
-            endpoint_name=p.get("endpoint_name", DEFAULT_ENDPOINT),
-            workload_size=p.get("workload_size", "Small"),
-            scale_to_zero=_as_bool(p.get("scale_to_zero", "true")),
-            timeout_s=timeout_s,
-            poll_s=poll_s,
-        )
-    except DeployError as exc:
-        log.error("deploy failed: %s", exc)
-        print(f"ragops-deploy: {exc}", file=sys.stderr)
-        return 1
-    log.info("deploy finished in %.1fs (%s)", time.perf_counter() - started, result.action)
-    print(json.dumps({"task": "deploy", "summary": result.to_dict()}, default=str))
-    return 0
+    return run_task("deploy", deploy_stage, argv, needs_lakehouse=False, with_params=True)

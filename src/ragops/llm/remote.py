@@ -134,9 +134,9 @@ class DatabricksChatModel(BaseChatModel):
 
     def _client(self):
         if self.client is None:
-            from databricks.sdk import WorkspaceClient
+            from ragops.workspace import workspace_client
 
-            self.client = WorkspaceClient(retry_timeout_seconds=30)
+            self.client = workspace_client(purpose=f"the chat endpoint {self.endpoint!r} cannot be called")
         return self.client
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,

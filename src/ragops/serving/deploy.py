@@ -1,6 +1,7 @@
 """Deploy a registered RAG chain version to a Databricks Model Serving endpoint.
 
-The chain is registered in Unity Catalog as ``<catalog>.<schema>.rag_chain``; the evaluation gate
+The chain is registered in Unity Catalog as ``<catalog>.<schema>.rag_chain``
+(:func:`ragops.models.registry.model_name`); the evaluation gate
 moves the ``champion`` alias, new versions get ``challenger``. :func:`resolve_model_version` turns an
 alias (or a plain version number) into a version, :func:`deploy_endpoint` makes one endpoint serve
 exactly that version with 100 % of the traffic:
@@ -12,46 +13,31 @@ exactly that version with 100 % of the traffic:
 and then polls until the endpoint is ``READY`` and no config update is in progress. A failed update
 (``UPDATE_FAILED``) or a timeout raises :class:`DeployError`, naming the endpoint.
 
-Everything goes through ``databricks-sdk``; :func:`workspace_client` builds the client with a short
-retry budget, because without a reachable workspace the SDK otherwise retries for minutes. There is
-no Databricks workspace off Databricks: serve locally with ``ragops serve``.
+Everything goes through ``databricks-sdk``; :func:`ragops.workspace.workspace_client` builds the
+client with a short retry budget, because without a reachable workspace the SDK otherwise retries
+for minutes. There is no Databricks workspace off Databricks: serve locally with ``ragops serve``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ragops.errors import RagopsError
+from ragops.workspace import WorkspaceError, call
 
 log = logging.getLogger("ragops.serving")
 
 #: Default Model Serving endpoint name (the bundle variable ``serving_endpoint``).
 DEFAULT_ENDPOINT = "ragops-rag-chain"
-#: Registered model name under ``<catalog>.<schema>``.
-MODEL_BASENAME = "rag_chain"
-DEFAULT_RETRY_TIMEOUT_S = 30
 WORKLOAD_SIZES = ("Small", "Medium", "Large")
 LOCAL_HINT = "To serve the chain locally instead, use `ragops serve`."
 
-_AUTH_ENV = (
-    "DATABRICKS_HOST",
-    "DATABRICKS_TOKEN",
-    "DATABRICKS_CLIENT_ID",
-    "DATABRICKS_CLIENT_SECRET",
-    "DATABRICKS_CONFIG_PROFILE",
-    "DATABRICKS_CONFIG_FILE",
-    "DATABRICKS_RUNTIME_VERSION",
-)
 
-
-class DeployError(RagopsError, RuntimeError):
+class DeployError(WorkspaceError):
     """Deployment failed or could not start; the message says what to do about it."""
 
 
@@ -81,111 +67,12 @@ class DeployResult:
 # --- client ----------------------------------------------------------------------------------
 
 
-def _config_file() -> Path:
-    return Path(os.path.expanduser(os.environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg"))
-
-
-def missing_configuration(profile: str | None = None) -> list[str]:
-    """What is missing for the SDK to find a workspace (empty when something is configured)."""
-    env = {k: os.environ.get(k, "") for k in _AUTH_ENV}
-    if env["DATABRICKS_RUNTIME_VERSION"]:  # on a Databricks cluster / serverless: runtime auth
-        return []
-    if env["DATABRICKS_HOST"] and (env["DATABRICKS_TOKEN"] or env["DATABRICKS_CLIENT_ID"]):
-        return []
-    missing = []
-    if not env["DATABRICKS_HOST"]:
-        missing.append("DATABRICKS_HOST is not set")
-    if not env["DATABRICKS_TOKEN"] and not env["DATABRICKS_CLIENT_ID"]:
-        missing.append("DATABRICKS_TOKEN (or DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET) is not set")
-    cfg = _config_file()
-    if not cfg.is_file():
-        missing.append(f"{cfg} does not exist")
-    else:
-        wanted = profile or env["DATABRICKS_CONFIG_PROFILE"] or "DEFAULT"
-        if f"[{wanted}]" not in cfg.read_text(errors="replace"):
-            missing.append(f"{cfg} has no [{wanted}] profile")
-    return missing
-
-
-def _no_workspace_message(reason: str, profile: str | None = None) -> str:
-    missing = missing_configuration(profile)
-    lines = ["No Databricks workspace is configured, so the chain cannot be deployed to Model Serving."]
-    if missing:
-        lines.append("Missing: " + "; ".join(missing) + ".")
-    lines.append(
-        "Set DATABRICKS_HOST and DATABRICKS_TOKEN, or add a profile to ~/.databrickscfg "
-        "(`databricks auth login --host https://<workspace>` / `databricks configure`) and pass --profile."
-    )
-    lines.append(LOCAL_HINT)
-    lines.append(f"(databricks-sdk: {reason.splitlines()[0] if reason else 'no credentials'})")
-    return "\n".join(lines)
-
-
-def workspace_client(
-    host: str | None = None,
-    token: str | None = None,
-    profile: str | None = None,
-    *,
-    retry_timeout_seconds: int = DEFAULT_RETRY_TIMEOUT_S,
-    http_timeout_seconds: float | None = None,
-):
-    """A ``WorkspaceClient`` with a short retry budget; :class:`DeployError` if none can be configured.
-
-    ``retry_timeout_seconds`` bounds how long the SDK retries an unreachable host (its default is
-    300 s, and it is spent once while building the client and again on every call).
-    """
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.config import Config
-
-    retry = max(1, int(retry_timeout_seconds))  # the SDK treats 0 as "use the 300 s default"
-    kwargs: dict[str, Any] = {"retry_timeout_seconds": retry,
-                              "http_timeout_seconds": http_timeout_seconds or min(60, retry)}
-    if host:
-        kwargs["host"] = host
-    if token:
-        kwargs["token"] = token
-    if profile:
-        kwargs["profile"] = profile
-    try:
-        config = Config(**kwargs)
-        return WorkspaceClient(config=config)
-    except ValueError as exc:
-        raise DeployError(_no_workspace_message(str(exc), profile)) from exc
-
-
 def _call(client, what: str, fn, *args, **kwargs):
-    """Run one SDK call; API errors (except ``NotFound``, which callers handle), connection trouble
-    and auth failures become a :class:`DeployError` that says what was being done."""
-    import requests
-    from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, Unauthenticated
-
-    host = getattr(getattr(client, "config", None), "host", None) or "(unknown host)"
-    try:
-        return fn(*args, **kwargs)
-    except (TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise DeployError(
-            f"Databricks workspace {host} is not reachable ({what}): {exc}. Check DATABRICKS_HOST / the "
-            f"profile's host and your network. {LOCAL_HINT}"
-        ) from exc
-    except Unauthenticated as exc:
-        raise DeployError(
-            f"Databricks workspace {host} rejected the credentials ({what}): {exc}. Check DATABRICKS_TOKEN "
-            "or the profile in ~/.databrickscfg."
-        ) from exc
-    except PermissionDenied as exc:
-        raise DeployError(f"Permission denied on {host} ({what}): {exc}") from exc
-    except NotFound:
-        raise
-    except DatabricksError as exc:
-        code = getattr(exc, "error_code", None) or type(exc).__name__
-        raise DeployError(f"{what} failed on {host}: {code}: {exc}") from exc
+    """One SDK call, its failures a :class:`DeployError` naming ``what`` (``NotFound`` passes through)."""
+    return call(client, what, fn, *args, hint=LOCAL_HINT, error=DeployError, **kwargs)
 
 
 # --- model version -----------------------------------------------------------------------------
-
-
-def default_model_name(catalog: str, schema: str) -> str:
-    return f"{catalog}.{schema}.{MODEL_BASENAME}"
 
 
 def resolve_model_version(client, model_name: str, alias_or_version: str | int) -> str:
