@@ -57,7 +57,7 @@ def _register_scifact(lh):
 
 
 def sweep(args) -> dict:
-    from ragops.evaluation.evaluate import EvalOptions
+    from ragops.config import EvaluationConfig
     from ragops.evaluation.sweep import SweepGrid, run_sweep
     from ragops.lakehouse import open_lakehouse
 
@@ -71,7 +71,7 @@ def sweep(args) -> dict:
             _register_scifact(lh)
             t0 = time.perf_counter()
             out = run_sweep(base, lh, SweepGrid(chunk_sizes=(size,), ks=(4,)), eval_set="scifact_test",
-                            options=EvalOptions(answers=False, harness="direct", ks=(5, 10, 100)))
+                            options=EvaluationConfig(answers=False, harness="direct", ks=(5, 10, 100)))
             secs = time.perf_counter() - t0
         t = out.table.copy()
         tables.append(t)
@@ -90,8 +90,9 @@ def sweep(args) -> dict:
 def throughput(args) -> dict:
     from ragops.chain.prompts import ResolvedPrompt
     from ragops.chain.rag import RagChain
-    from ragops.config import ChainConfig
-    from ragops.evaluation.evaluate import EvalOptions, EvalTarget, evaluate
+    from ragops.config import ChainConfig, EvaluationConfig
+    from ragops.evaluation.base import evaluate
+    from ragops.evaluation.entities import EvalTarget
     from ragops.index.search import Searcher
     from ragops.lakehouse import open_lakehouse
 
@@ -111,7 +112,7 @@ def throughput(args) -> dict:
             for harness in args.harnesses:
                 t = time.perf_counter()
                 r = evaluate(base, lh, EvalTarget(chain), "scifact_test",
-                             options=EvalOptions(answers=False, harness=harness))
+                             options=EvaluationConfig(answers=False, harness=harness))
                 wall = time.perf_counter() - t
                 runs[f"{mode}/{harness}"] = {"wall_s": round(wall, 2), "phases_s": r.seconds,
                                              "queries_per_s": round(300 / wall, 1),
@@ -126,9 +127,10 @@ def throughput(args) -> dict:
 def squad(args) -> dict:
     from ragops.chain.prompts import ensure_prompts, resolve_prompt
     from ragops.chain.rag import RagChain
-    from ragops.config import LLMConfig
+    from ragops.config import EvaluationConfig, LLMConfig
+    from ragops.evaluation.base import evaluate
+    from ragops.evaluation.entities import EvalTarget
     from ragops.evaluation.eval_sets import load_squad, register_eval_set, squad_corpus
-    from ragops.evaluation.evaluate import EvalOptions, EvalTarget, evaluate
     from ragops.index.build import build_index
     from ragops.index.search import Searcher
     from ragops.lakehouse import open_lakehouse
@@ -162,7 +164,7 @@ def squad(args) -> dict:
         register_eval_set(lh, f"squad_dev_{args.questions}", questions)
         t = time.perf_counter()
         r = evaluate(settings, lh, EvalTarget(chain), f"squad_dev_{args.questions}",
-                     options=EvalOptions(answers=True, harness="mlflow"))
+                     options=EvaluationConfig(answers=True, harness="mlflow"))
         result["evaluate_s"] = round(time.perf_counter() - t, 1)
     result["run_id"] = r.run_id
     result["seconds"] = r.seconds

@@ -8,9 +8,12 @@ import json
 import mlflow
 import pytest
 
+from ragops.config import EvaluationConfig
 from ragops.evaluation import metrics as M
+from ragops.evaluation.base import evaluate, rerun
+from ragops.evaluation.entities import EvalTarget
 from ragops.evaluation.eval_sets import load_jsonl, read_eval_set, register_eval_set
-from ragops.evaluation.evaluate import EvalOptions, EvalTarget, evaluate, load_result, rerun
+from ragops.evaluation.results import load_result
 from ragops.lakehouse import open_lakehouse
 
 pytestmark = pytest.mark.slow
@@ -41,9 +44,9 @@ def lh(small_state):
 
 def test_retrieval_metrics_match_a_hand_computation_and_both_harnesses_agree(small_state, chain, lh):
     settings, _, _ = small_state
-    options = EvalOptions(answers=False, harness="direct")
+    options = EvaluationConfig(answers=False, harness="direct")
     direct = evaluate(settings, lh, EvalTarget(chain), "small", options=options)
-    via_mlflow = evaluate(settings, lh, EvalTarget(chain), "small", options=EvalOptions(answers=False))
+    via_mlflow = evaluate(settings, lh, EvalTarget(chain), "small", options=EvaluationConfig(answers=False))
     es = read_eval_set(lh, "small")
     expected = dict(zip(es.frame["question_id"], es.frame["expected_doc_ids"], strict=True))
     pq = direct.per_question.set_index("question_id")
@@ -77,7 +80,7 @@ def test_a_failing_metric_is_counted_and_never_averaged_in(small_state, chain, l
 
     monkeypatch.setattr(M, "groundedness", flaky)
     result = evaluate(settings, lh, EvalTarget(chain), "small",
-                      options=EvalOptions(answers=True, harness="direct", limit=3))
+                      options=EvaluationConfig(answers=True, harness="direct", limit=3))
     g = result.summaries["groundedness"]
     assert g.n_failed == 1 and g.n + g.n_not_applicable == 2  # 3 questions: 1 failed, 2 scored or n/a
     assert result.to_dict()["failures"] == {"groundedness": 1}
@@ -91,10 +94,10 @@ def test_rerun_reads_the_same_eval_set_version_and_gives_the_same_numbers(small_
 
     settings, _, _ = small_state
     logged = log_chain(settings)
-    from ragops.evaluation.evaluate import evaluate_model
+    from ragops.evaluation.base import evaluate_model
 
     first = evaluate_model(settings, lh, logged.model_uri, "small",
-                           options=EvalOptions(answers=False, harness="direct"))
+                           options=EvaluationConfig(answers=False, harness="direct"))
     # the eval set moves on: a question changes, so "small" gets a version 2
     frame = load_jsonl(settings.evaluation.source)
     frame.loc[0, "expected_doc_ids"] = ["release-notes/4.0.0.txt"]

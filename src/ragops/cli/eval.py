@@ -4,38 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
+from typing import Any
 
 from ragops.cli.common import add_common, add_model_uri, load_settings, model_uri
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ragops.evaluation.eval_sets import EvalSetError, load_source, read_eval_set, register_eval_set
-    from ragops.evaluation.evaluate import evaluate_model, options_from, rerun
+    from ragops.evaluation.base import evaluate_model, rerun
+    from ragops.evaluation.eval_sets import ensure_eval_set
     from ragops.evaluation.report import format_table
     from ragops.lakehouse import open_lakehouse
 
     settings = load_settings(args)
-    cfg = settings.evaluation
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.retrieval_only:
         overrides["answers"] = False
     if args.limit:
         overrides["limit"] = args.limit
     if args.harness:
         overrides["harness"] = args.harness
-    options = options_from(cfg, **overrides)
+    options = replace(settings.evaluation, **overrides)
     with open_lakehouse(settings) as lh:
         if args.rerun:
             result = rerun(settings, lh, args.rerun, harness=args.harness)
         else:
-            name = args.eval_set or cfg.eval_set
-            try:
-                es = read_eval_set(lh, name)
-            except EvalSetError:
-                if name != cfg.eval_set or not cfg.source:
-                    raise
-                register_eval_set(lh, name, load_source(cfg.source))  # first use: register the default
-                es = read_eval_set(lh, name)
+            es = ensure_eval_set(lh, settings.evaluation, args.eval_set)
             result = evaluate_model(settings, lh, model_uri(args, settings), es, options=options)
     if args.json:
         print(json.dumps(result.to_dict(), default=str))

@@ -13,10 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ragops.config import Settings
+from ragops.config import EvaluationConfig, Settings
 from ragops.errors import RagopsError
+from ragops.evaluation.base import evaluate_model
+from ragops.evaluation.entities import N_BOOT, EvaluationError, EvaluationResult
 from ragops.evaluation.eval_sets import read_eval_set
-from ragops.evaluation.evaluate import EvalOptions, EvaluationError, EvaluationResult, evaluate_model
 from ragops.evaluation.gates import GateReport, check_gates, load_gates
 from ragops.evaluation.report import comparison_frame, format_table, plot_comparison
 from ragops.evaluation.scorers import answer_only_metrics
@@ -75,14 +76,14 @@ def compare(challenger: EvaluationResult, champion: EvaluationResult | None,
 
 
 def run_gate(settings: Settings, lh: Lakehouse, *, eval_set: str = "sample", gates_path: str | Path,
-             options: EvalOptions | None = None, promote_on_pass: bool = True) -> GateOutcome:
+             options: EvaluationConfig | None = None, promote_on_pass: bool = True) -> GateOutcome:
     """Evaluate ``@challenger`` (and ``@champion``), apply the gates, promote on pass.
 
     Raises :class:`GateFailed` (with the readable report) when a block gate fails.
     """
     import mlflow
 
-    options = options or EvalOptions()
+    options = options or EvaluationConfig()
     gates = load_gates(gates_path)
     name = settings.registered_model_name
     challenger_v = alias_version(settings, "challenger")
@@ -96,7 +97,7 @@ def run_gate(settings: Settings, lh: Lakehouse, *, eval_set: str = "sample", gat
     if champion_v is not None and champion_v != challenger_v:
         champion = evaluate_model(settings, lh, f"models:/{name}/{champion_v}", es, options=options, reuse=True,
                                   extra_tags={"ragops.eval.role": "champion"})
-    comparisons = compare(challenger, champion, n_boot=max(options.n_boot, 1000))
+    comparisons = compare(challenger, champion, n_boot=max(N_BOOT, 1000))
     answer_only = set() if options.answers else answer_only_metrics(options.ks, options.ndcg_k)
     not_computed = sorted({r.metric for r in gates.rules
                            if r.metric in answer_only and r.metric not in challenger.summaries})

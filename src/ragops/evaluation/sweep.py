@@ -19,9 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from ragops.config import CHUNK_STRATEGIES, SEARCH_MODES, Settings
+from ragops.config import CHUNK_STRATEGIES, SEARCH_MODES, EvaluationConfig, Settings
+from ragops.evaluation.base import evaluate
+from ragops.evaluation.entities import EvalTarget, options_record
 from ragops.evaluation.eval_sets import read_eval_set
-from ragops.evaluation.evaluate import EvalOptions, EvalTarget, evaluate
 from ragops.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def index_settings(settings: Settings, strategy: str, size: int, embedding_model
 
 
 def run_sweep(settings: Settings, lh: Lakehouse, grid: SweepGrid, *, eval_set: str = "sample",
-              options: EvalOptions | None = None) -> SweepResult:
+              options: EvaluationConfig | None = None) -> SweepResult:
     import mlflow
 
     from ragops.chain.prompts import ensure_prompts, resolve_prompt
@@ -115,7 +116,7 @@ def run_sweep(settings: Settings, lh: Lakehouse, grid: SweepGrid, *, eval_set: s
     from ragops.llm import get_chat_model
     from ragops.tracking import configure_mlflow
 
-    options = options or EvalOptions()
+    options = options or EvaluationConfig()
     es = read_eval_set(lh, eval_set)
     configure_mlflow(settings)
     ensure_prompts(settings.chain.prompt_alias)
@@ -127,7 +128,7 @@ def run_sweep(settings: Settings, lh: Lakehouse, grid: SweepGrid, *, eval_set: s
                          "ragops.eval.eval_set_version": str(es.version)})
         mlflow.log_params({f"grid_{k}": ",".join(map(str, v)) if isinstance(v, tuple) else v
                            for k, v in asdict(grid).items()})
-        mlflow.log_params({"eval_options": str(options.to_dict()), "configurations": grid.size if options.answers
+        mlflow.log_params({"eval_options": str(options_record(options)), "configurations": grid.size if options.answers
                            else len(grid.index_configs()) * len(grid.chain_configs(False))})
         for strategy, size, emb in grid.index_configs():
             child = index_settings(settings, strategy, size, emb)

@@ -22,7 +22,7 @@ import pandas as pd
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from ragops.evaluation.eval_sets import EVAL_COLUMNS, EvalSetError, normalise
+from ragops.evaluation.eval_sets.schema import EVAL_COLUMNS, EvalSetError, normalise
 from ragops.progress import progress
 
 log = logging.getLogger(__name__)

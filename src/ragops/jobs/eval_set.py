@@ -9,13 +9,11 @@ from ragops.jobs.common import run_task
 
 
 def register(lh, settings):
-    from ragops.evaluation.eval_sets import load_source, read_eval_set, register_eval_set
+    from ragops.evaluation.eval_sets import ensure_eval_set
 
-    cfg = settings.evaluation
-    if not cfg.source:  # the table is curated elsewhere (feedback, synthetic, a notebook)
-        es = read_eval_set(lh, cfg.eval_set)
-        return {"eval_set": es.name, "version": es.version, "rows": len(es.frame), "created": False}
-    return register_eval_set(lh, cfg.eval_set, load_source(cfg.source))
+    es = ensure_eval_set(lh, settings.evaluation)
+    return {"eval_set": es.name, "version": es.version, "rows": len(es), "created": es.created,
+            "table_version": es.table_version}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

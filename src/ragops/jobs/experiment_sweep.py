@@ -9,7 +9,6 @@ from ragops.jobs.common import run_task
 
 
 def sweep(lh, settings, params):
-    from ragops.evaluation.evaluate import options_from
     from ragops.evaluation.sweep import SweepGrid, run_sweep, sweep_summary
 
     try:
@@ -17,7 +16,7 @@ def sweep(lh, settings, params):
     except ValueError as exc:
         raise SystemExit(f"experiment_sweep: {exc}") from exc
     result = run_sweep(settings, lh, grid, eval_set=settings.evaluation.eval_set,
-                       options=options_from(settings.evaluation))
+                       options=settings.evaluation)
     print(sweep_summary(result, (grid.metric, "recall@5", "answer_contains", "groundedness")))
     return result
 
