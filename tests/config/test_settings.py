@@ -48,6 +48,21 @@ def test_every_setting_is_set_by_its_variable(info: SettingInfo, tmp_path: Path)
     assert got != field_value(Settings.from_variables({}, base_dir=tmp_path), info.path)
 
 
+def test_every_config_field_is_a_setting_or_a_nested_config():
+    import dataclasses
+    import typing
+
+    def plain(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                yield from plain(hints[f.name], f"{prefix}{f.name}.")
+            elif "var" not in f.metadata:
+                yield prefix + f.name
+
+    assert list(plain(Settings)) == [], "declare these with setting(default, var=..., help=...)"
+
+
 def test_settings_list_names_are_unique_and_described():
     names = [i.name for i in list_settings()]
     assert len(names) == len(set(names))

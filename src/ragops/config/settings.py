@@ -440,8 +440,7 @@ def _walk(cls: type, prefix: str = "") -> Iterator[tuple[dataclasses.Field, str,
             yield from _walk(tp, f"{prefix}{f.name}.")
         elif "var" in f.metadata:
             yield f, prefix + f.name, tp
-        else:
-            raise TypeError(f"{cls.__name__}.{f.name} is neither a setting() nor a nested config")
+        # a plain field is no setting: no variable reaches it (tests/config checks there is none)
 
 
 def list_settings() -> list[SettingInfo]:
@@ -471,7 +470,9 @@ def _build(cls: type, values: Mapping[str, Any], base: Path, prefix: str = "") -
         if dataclasses.is_dataclass(tp):
             kwargs[f.name] = _build(tp, values, base, f"{prefix}{f.name}.")
             continue
-        info = _BY_PATH[prefix + f.name]
+        info = _BY_PATH.get(prefix + f.name)
+        if info is None:
+            continue
         if info.name in values:
             value = _resolve(info, _coerce(info.name, values[info.name], tp), base)
         elif info.kind:  # a path default resolves like a given value: relative to the bundle root
