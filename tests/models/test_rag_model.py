@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -60,6 +61,7 @@ def test_promote_then_load_champion_in_a_plain_session(registered):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd="/tmp",
                           env={**os.environ, "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "type hints" not in proc.stderr  # what `ragops ask` used to print before every answer
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["answer"] == DONT_KNOW and out["lineage"]["index_snapshot"] == logged.lineage["index_snapshot"]
 
@@ -74,6 +76,17 @@ def test_chat_and_batch_inputs(registered):
     assert isinstance(batch, list) and len(batch) == 2 and batch[1]["answer"] == DONT_KNOW
     with pytest.raises(Exception, match="last message must have role 'user'"):
         model.predict({"messages": [{"role": "assistant", "content": "hi"}]})
+
+
+def test_loading_and_predicting_warns_nothing_about_type_hints(registered):
+    settings, logged = registered
+    configure_mlflow(settings)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = mlflow.pyfunc.load_model(logged.model_uri)  # runs rag_model.py: defines the class afresh
+        model.predict({"messages": [{"role": "user", "content": "What is the default retention period?"}]})
+    hints = [str(w.message) for w in caught if issubclass(w.category, UserWarning) and "type hint" in str(w.message)]
+    assert hints == []
 
 
 def test_promote_unknown_version_is_a_clear_error(registered):

@@ -57,7 +57,11 @@ class RagChainModel(PythonModel):
             raise InvalidRequest("the question is empty")
         return self.chain.invoke(question, history)
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+    # ``pd.DataFrame`` is the hint MLflow 3 documents for a model whose signature is given at logging
+    # time (it infers no schema from it, so the logged two-column signature stands): the signature
+    # makes MLflow hand every request over as a frame. Without a hint MLflow warns on every load.
+    # A direct call of this method (no pyfunc wrapper) may still pass a dict or a list.
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         if isinstance(model_input, dict):
             if "messages" not in model_input:
                 raise InvalidRequest(f"expected 'messages'; got keys {sorted(model_input)}")
