@@ -3,7 +3,9 @@ batch functions through ``mapInPandas`` in the server's own Python workers."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 import os
 import threading
 import time
@@ -27,7 +29,8 @@ from ragops.lakehouse.local import LocalLakehouse
 from ragops.lakehouse.schemas import CHUNKS, TABLES, spec, utcnow
 
 pytest.importorskip("pysail")
-from ragops.lakehouse.spark import ISIN_MAX_VALUES, SparkLakehouse, ddl_columns  # noqa: E402
+from ragops.lakehouse import spark as spark_module  # noqa: E402
+from ragops.lakehouse.spark import ISIN_MAX_VALUES, SparkCapabilities, SparkLakehouse, ddl_columns  # noqa: E402
 from tests.spark_server import spark_connect_server  # noqa: E402
 
 pytestmark = pytest.mark.spark
@@ -103,6 +106,19 @@ def test_tables_are_created_from_declared_schemas(lh):
     # Sail cannot create tables with Change Data Feed: the engine says so instead of failing.
     assert lh.supports_change_feed is False
     assert "delta.enableChangeDataFeed" not in DeltaTable(lh.location("embeddings")).metadata().configuration
+
+
+def test_capabilities_are_probed_once_per_server_and_logged_once(spark_url, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(spark_module, "_CAPABILITIES", {})
+    caplog.set_level(logging.INFO, logger="ragops.lakehouse.spark")
+    first = SparkLakehouse(Settings(engine="spark", spark_remote=spark_url, root=tmp_path / "a"))
+    second = SparkLakehouse(Settings(engine="spark", spark_remote=spark_url, root=tmp_path / "b"))
+    # What pysail 0.7.2 supports (see the module docstring); the test server sets a checkpoint path.
+    assert first.capabilities == SparkCapabilities(create_sql=False, cdf_tables=False, change_feed=False,
+                                                   history_sql=False, checkpoint=True)
+    assert second.capabilities is first.capabilities
+    assert sum("server capabilities" in r.getMessage() for r in caplog.records) == 1
+    assert list((tmp_path / "a" / "lakehouse" / "_probe").glob("*")) == []  # the scratch table is gone
 
 
 def test_declared_schema_translates_to_spark_ddl():
@@ -199,12 +215,11 @@ def test_change_feed_is_reported_unavailable_on_sail(lh):
     lh.upsert("raw_documents", documents({"d0": "uno"}))
     with pytest.raises(ChangeFeedUnavailable, match="raw_documents"):
         lh.changes("raw_documents", v)
-    # A fresh engine finds out from the read itself: Sail ignores readChangeFeed.
+    # A fresh engine on the same server asks no second time and gets the same answer.
     fresh = SparkLakehouse(lh.settings)
-    assert fresh.supports_change_feed
-    with pytest.raises(ChangeFeedUnavailable, match="ignores readChangeFeed"):
+    assert fresh.capabilities is lh.capabilities and fresh.supports_change_feed is False
+    with pytest.raises(ChangeFeedUnavailable, match="cannot create tables with it"):
         fresh.changes("raw_documents", v)
-    assert fresh.supports_change_feed is False
     with pytest.raises(ChangeFeedUnavailable, match="feedback"):
         lh.changes("feedback", 0)
 
@@ -325,8 +340,8 @@ TEXTS = {
 
 @pytest.mark.parametrize("checkpoint", [True, False], ids=["checkpoint", "staging-table"])
 def test_transform_table_merges_the_function_output_without_collecting(lh, checkpoint):
-    if not checkpoint:
-        lh._checkpoint = False  # what a server without localCheckpoint gets: a staging Delta table
+    if not checkpoint:  # what a server without localCheckpoint gets: a staging Delta table
+        lh = SparkLakehouse(lh.settings, capabilities=dataclasses.replace(lh.capabilities, checkpoint=False))
     docs = documents(TEXTS)
     lh.upsert("raw_documents", docs)
     fn = functools.partial(chunk_documents, cfg=CHUNKING, tokenizer_name="regex", cfg_hash="cfg1")
@@ -348,7 +363,7 @@ def test_transform_table_merges_the_function_output_without_collecting(lh, check
     assert rows(DeltaTable(lh.location("chunks")).to_pandas(), "chunk_id", "text") == rows(
         expected, "chunk_id", "text"
     )
-    assert lh._checkpoint is checkpoint
+    assert lh.capabilities.checkpoint is checkpoint
     assert list(lh.settings.lakehouse_root.glob("_staging/*")) == []  # staging cleaned up
 
     # Nothing selected, or nothing produced: no new version.

@@ -12,16 +12,19 @@ Tables are addressed in one of two modes:
 - ``path``: path-based Delta tables ``delta.`<root>/lakehouse/<catalog>/<schema>/<table>```
   (elsewhere; a Sail server has no persistent catalog). The server must see the same file system.
 
-Server facts this module works around (checked against pysail 0.7.2; Databricks has none of them):
+Server facts this module works around (checked against pysail 0.7.2; Databricks has none of them).
+Each is one field of :class:`SparkCapabilities`, probed once per server on first use (on a scratch
+path table, then removed), logged once, and consulted by the code paths:
 
-- ``CREATE TABLE delta.`path``` is refused ("Database not found: delta") → a path table is created
-  by appending an empty DataFrame with the declared schema in Delta format;
-- Change Data Feed is refused as a table property ("Table features must be specified …
-  ChangeDataFeed"), and a ``readChangeFeed`` read silently returns the plain table → tables are
-  created without CDF and :meth:`SparkLakehouse.changes` raises :class:`ChangeFeedUnavailable`;
-- ``DESCRIBE HISTORY`` does not parse → versions and history come from the ``_delta_log`` JSON
-  commits of path tables;
-- ``cache()`` is a no-op and ``localCheckpoint()`` needs the server setting
+- ``create_sql``: ``CREATE TABLE delta.`path``` is refused ("Database not found: delta") → a path
+  table is created by appending an empty DataFrame with the declared schema in Delta format;
+- ``cdf_tables`` / ``change_feed``: Change Data Feed is refused as a table property ("Table features
+  must be specified … ChangeDataFeed"), and a ``readChangeFeed`` read silently returns the plain
+  table → tables are created without CDF and :meth:`SparkLakehouse.changes` raises
+  :class:`ChangeFeedUnavailable`;
+- ``history_sql``: ``DESCRIBE HISTORY`` does not parse → versions and history come from the
+  ``_delta_log`` JSON commits of path tables;
+- ``checkpoint``: ``cache()`` is a no-op and ``localCheckpoint()`` needs the server setting
   ``execution.checkpoint.path`` (env ``SAIL_EXECUTION__CHECKPOINT__PATH``); a MERGE evaluates its
   source several times (a ``mapInPandas`` source ran 6× per partition) → the output of a batch
   function is materialised (checkpoint, else a staging Delta table) before it is counted and merged;
@@ -32,6 +35,7 @@ Server facts this module works around (checked against pysail 0.7.2; Databricks 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -42,6 +46,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,6 +90,23 @@ _CDF_REFUSED = re.compile(r"changedatafeed|change data feed|table features? must
 _COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
 # Helper columns of map_batches: which input batch a row belongs to, its input / output position.
 _BATCH, _SEQ, _POS = "__ragops_batch", "__ragops_seq", "__ragops_pos"
+
+@dataclass(frozen=True)
+class SparkCapabilities:
+    """What a Spark server supports, for the features whose absence this engine works around."""
+
+    create_sql: bool = True  #: ``CREATE TABLE`` on a path table (else: write an empty Delta table)
+    cdf_tables: bool = True  #: tables can be created with Change Data Feed
+    change_feed: bool = True  #: ``readChangeFeed`` returns change rows (``_change_type``)
+    history_sql: bool = True  #: ``DESCRIBE HISTORY`` (else: read the ``_delta_log`` of path tables)
+    checkpoint: bool = True  #: ``localCheckpoint()`` (else: stage batch output in a Delta table)
+
+    def describe(self) -> str:
+        return ", ".join(f"{f.name}={'yes' if getattr(self, f.name) else 'no'}" for f in dataclasses.fields(self))
+
+
+#: Capabilities by server (remote URL or session id) and table mode: probed once per process.
+_CAPABILITIES: dict[tuple[str, str], SparkCapabilities] = {}
 
 #: Remote sessions by URL. ``builder.getOrCreate()`` would hand back whatever session is active,
 #: even one connected to another (or a stopped) server.
@@ -302,10 +324,10 @@ class SparkLakehouse(Lakehouse):
     """
 
     engine = "spark"
-    supports_change_feed = True  # until the server shows otherwise (then set on the instance)
 
     def __init__(
-        self, settings: Settings, *, spark: SparkSession | None = None, table_mode: str | None = None
+        self, settings: Settings, *, spark: SparkSession | None = None, table_mode: str | None = None,
+        capabilities: SparkCapabilities | None = None,
     ) -> None:
         super().__init__(settings)
         self.remote = settings.spark_remote or os.environ.get("SPARK_REMOTE", "")
@@ -320,11 +342,7 @@ class SparkLakehouse(Lakehouse):
         self._spark = spark
         self._owns_session = False
         self._known: set[str] = set()  # tables seen to exist (this engine never drops one)
-        # What the server turned out to support; None = not tried yet.
-        self._history_sql: bool | None = None
-        self._create_sql: bool | None = None
-        self._cdf_tables: bool | None = None
-        self._checkpoint: bool | None = None
+        self._capabilities = capabilities  # None: probe the server on first use
         self._schema_ready = False
 
     # --- session ---------------------------------------------------------------------------
@@ -371,6 +389,97 @@ class SparkLakehouse(Lakehouse):
                 "`python -m pysail spark server --port 50051`), run on Databricks, or use engine=local."
             ) from exc
         return session, True
+
+    # --- capabilities ----------------------------------------------------------------------
+    @property
+    def capabilities(self) -> SparkCapabilities:
+        """What this server supports: probed once per server and table mode, then cached."""
+        if self._capabilities is None:
+            key = (self.remote or f"session-{id(self.spark)}", self.table_mode)
+            if key not in _CAPABILITIES:
+                _CAPABILITIES[key] = self._probe()
+                log.info("spark engine: server capabilities (%s tables): %s", self.table_mode,
+                         _CAPABILITIES[key].describe())
+            self._capabilities = _CAPABILITIES[key]
+        return self._capabilities
+
+    @property
+    def supports_change_feed(self) -> bool:  # type: ignore[override] - known only once the server is asked
+        caps = self.capabilities
+        return caps.cdf_tables and caps.change_feed
+
+    def _probe(self) -> SparkCapabilities:
+        """Try each feature once. Named tables (Unity Catalog / a metastore, i.e. Databricks) have
+        them all; path tables are probed on a scratch table that is removed afterwards."""
+        checkpoint = True
+        try:
+            self.spark.range(1).localCheckpoint(eager=True)
+        except PySparkException as exc:
+            log.info("server cannot checkpoint (%s); batch output is staged in a Delta table", _first_line(exc))
+            checkpoint = False
+        if self.table_mode == "name":
+            return SparkCapabilities(checkpoint=checkpoint)
+        scratch = self.settings.lakehouse_root / "_probe" / uuid.uuid4().hex[:12]
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        target = f"delta.{_quote(str(scratch))}"
+        cdf_props = " TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')"
+        create_sql = cdf_tables = True
+        try:
+            try:
+                self.spark.sql(f"CREATE TABLE IF NOT EXISTS {target} (id BIGINT) USING DELTA{cdf_props}")
+            except PySparkException as exc:
+                if _CDF_REFUSED.search(str(exc)):
+                    cdf_tables = False
+                    try:
+                        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {target} (id BIGINT) USING DELTA")
+                    except PySparkException:
+                        create_sql = False
+                else:
+                    log.info("server refuses CREATE TABLE on a path (%s); path tables are created by writing "
+                             "an empty Delta table", _first_line(exc))
+                    create_sql = False
+            if not create_sql:
+                empty = self.spark.createDataFrame([], T.StructType([T.StructField("id", T.LongType())]))
+
+                def writer():  # a new one each time: DataFrameWriter.option() changes the writer itself
+                    return empty.write.format("delta").mode("append")
+
+                try:
+                    writer().option("delta.enableChangeDataFeed", "true").save(str(scratch))
+                    cdf_tables = True
+                except PySparkException as exc:
+                    if not _CDF_REFUSED.search(str(exc)):
+                        raise
+                    cdf_tables = False
+                    writer().save(str(scratch))
+            if not cdf_tables:
+                log.warning("this Spark server cannot create tables with Change Data Feed; tables are created "
+                            "without it, and index sync falls back to a content-hash diff")
+            change_feed = False
+            if cdf_tables:
+                reader = self.spark.read.format("delta").option("readChangeFeed", "true")
+                with contextlib.suppress(AnalysisException):
+                    cols = reader.option("startingVersion", "0").load(str(scratch)).columns
+                    change_feed = "_change_type" in cols
+                if not change_feed:
+                    log.warning("spark engine: the server ignores readChangeFeed (no _change_type column); "
+                                "no change data feed here")
+            try:
+                self.spark.sql(f"DESCRIBE HISTORY {target} LIMIT 1").collect()
+                history_sql = True
+            except PySparkException as exc:
+                log.info("server has no DESCRIBE HISTORY (%s); reading the _delta_log of path tables instead",
+                         _first_line(exc))
+                history_sql = False
+        except PySparkException as exc:
+            raise LakehouseError(
+                f"probing the Spark server at {self.remote or 'this session'} with a scratch table at {scratch} "
+                f"failed: {_first_line(exc)}"
+            ) from exc
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return SparkCapabilities(create_sql=create_sql, cdf_tables=cdf_tables, change_feed=change_feed,
+                                 history_sql=history_sql, checkpoint=checkpoint)
 
     def close(self) -> None:
         if self._spark is not None and self._owns_session:
@@ -498,53 +607,25 @@ class SparkLakehouse(Lakehouse):
         log.info("created table %s at %s", name, self.location(name))
 
     def _create(self, ts: TableSpec) -> None:
-        cdf = ts.change_data_feed and self._cdf_tables is not False
-        if self._create_sql is not False:
-            props = " TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')" if cdf else ""
-            comment = f" COMMENT {_sql_string(ts.description)}" if ts.description else ""
-            ddl = (
-                f"CREATE TABLE IF NOT EXISTS {self._target(ts.name)} ({ddl_columns(ts.schema)}) "
-                f"USING DELTA{comment}{props}"
-            )
-            try:
-                self.spark.sql(ddl)
-                self._create_sql = True
-                return
-            except PySparkException as exc:
-                if cdf and _CDF_REFUSED.search(str(exc)):
-                    self._no_cdf_tables(exc)
-                    return self._create(ts)
-                if self.table_mode == "name" or self._create_sql:
-                    raise LakehouseError(
-                        f"create table {ts.name} at {self.location(ts.name)}: {_first_line(exc)}"
-                    ) from exc
-                log.info(
-                    "server refuses CREATE TABLE on a path (%s); creating path tables by writing an empty "
-                    "Delta table with the declared schema",
-                    _first_line(exc),
-                )
-                self._create_sql = False
-        writer = self.spark.createDataFrame([], spark_schema(ts.schema)).write.format("delta").mode("append")
-        if cdf:
-            writer = writer.option("delta.enableChangeDataFeed", "true")
+        caps = self.capabilities
+        cdf = ts.change_data_feed and caps.cdf_tables
         try:
+            if caps.create_sql or self.table_mode == "name":
+                props = " TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')" if cdf else ""
+                comment = f" COMMENT {_sql_string(ts.description)}" if ts.description else ""
+                self.spark.sql(
+                    f"CREATE TABLE IF NOT EXISTS {self._target(ts.name)} ({ddl_columns(ts.schema)}) "
+                    f"USING DELTA{comment}{props}"
+                )
+                return
+            writer = self.spark.createDataFrame([], spark_schema(ts.schema)).write.format("delta").mode("append")
+            if cdf:
+                writer = writer.option("delta.enableChangeDataFeed", "true")
             writer.save(str(self._path(ts.name)))
         except PySparkException as exc:
-            if cdf and _CDF_REFUSED.search(str(exc)):
-                self._no_cdf_tables(exc)
-                return self._create(ts)
             raise LakehouseError(
                 f"create table {ts.name} at {self.location(ts.name)}: {_first_line(exc)}"
             ) from exc
-
-    def _no_cdf_tables(self, exc: BaseException) -> None:
-        log.warning(
-            "this Spark server cannot create tables with Change Data Feed (%s); tables are created without "
-            "it, and index sync falls back to a content-hash diff",
-            _first_line(exc),
-        )
-        self._cdf_tables = False
-        self.supports_change_feed = False
 
     # --- reads -----------------------------------------------------------------------------
     def version(self, name: str) -> int | None:
@@ -558,22 +639,13 @@ class SparkLakehouse(Lakehouse):
         return self._history(name, limit)
 
     def _history(self, name: str, limit: int | None) -> list[dict[str, Any]]:
-        if self._history_sql is not False:
+        if self.capabilities.history_sql or self.table_mode == "name":
             sql = f"DESCRIBE HISTORY {self._target(name)}" + (f" LIMIT {int(limit)}" if limit else "")
             try:
                 rows = self.spark.sql(sql).collect()
-                self._history_sql = True
-                return [_history_entry(r.asDict(recursive=True)) for r in rows]
             except PySparkException as exc:
-                if self._history_sql or self.table_mode == "name":
-                    raise LakehouseError(
-                        f"history of {name} ({self.location(name)}): {_first_line(exc)}"
-                    ) from exc
-                log.info(
-                    "server has no DESCRIBE HISTORY (%s); reading the _delta_log of path tables instead",
-                    _first_line(exc),
-                )
-                self._history_sql = False
+                raise LakehouseError(f"history of {name} ({self.location(name)}): {_first_line(exc)}") from exc
+            return [_history_entry(r.asDict(recursive=True)) for r in rows]
         return self._log_history(name, limit)
 
     def _log_history(self, name: str, limit: int | None) -> list[dict[str, Any]]:
@@ -630,10 +702,12 @@ class SparkLakehouse(Lakehouse):
 
     def changes(self, name: str, since_version: int, until_version: int | None = None) -> pd.DataFrame:
         ts = spec(name)
-        if not self.supports_change_feed:
+        caps = self.capabilities
+        if not (caps.cdf_tables and caps.change_feed):
+            why = "cannot create tables with it" if not caps.cdf_tables else "ignores readChangeFeed"
             raise ChangeFeedUnavailable(
-                f"table {name!r}: this Spark server has no change data feed (e.g. Sail); use a full or "
-                "content-hash comparison instead"
+                f"table {name!r}: this Spark server has no change data feed (it {why}; e.g. Sail); use a "
+                "full or content-hash comparison instead"
             )
         if not ts.change_data_feed:
             raise ChangeFeedUnavailable(f"table {name!r} is declared without change data feed")
@@ -655,11 +729,7 @@ class SparkLakehouse(Lakehouse):
                 if self.table_mode == "name"
                 else reader.load(str(self._path(name)))
             )
-            if "_change_type" not in df.columns:
-                self.supports_change_feed = False
-                log.warning(
-                    "spark engine: the server ignored readChangeFeed (no _change_type column); no CDF here"
-                )
+            if "_change_type" not in df.columns:  # the probe said yes, yet this read came back plain
                 raise ChangeFeedUnavailable(
                     f"table {name!r}: this Spark server ignores readChangeFeed (it returned the table without "
                     "_change_type); no change data feed on this server"
@@ -806,23 +876,15 @@ class SparkLakehouse(Lakehouse):
     def _materialized(self, df: DataFrame, label: str) -> Iterator[DataFrame]:
         """``df`` computed once: a MERGE (and a count) would otherwise re-run the batch function.
         A local checkpoint where the server has one, else a staging Delta table dropped afterwards."""
-        if self._checkpoint is not False:
-            checkpointed = None
+        if self.capabilities.checkpoint:
             try:
                 checkpointed = df.localCheckpoint(eager=True)
-                self._checkpoint = True
             except PythonException:
                 raise
             except PySparkException as exc:
-                if self._checkpoint:
-                    raise LakehouseError(f"checkpoint of {label} output: {_first_line(exc)}") from exc
-                log.info(
-                    "server cannot checkpoint (%s); staging batch output in a Delta table", _first_line(exc)
-                )
-                self._checkpoint = False
-            if checkpointed is not None:
-                yield checkpointed
-                return
+                raise LakehouseError(f"checkpoint of {label} output: {_first_line(exc)}") from exc
+            yield checkpointed
+            return
         stage = f"_staging_{label}_{uuid.uuid4().hex[:12]}"
         if self.table_mode == "name":
             parts = [p for p in (self.settings.catalog, self.settings.schema, stage) if p]
