@@ -107,3 +107,14 @@ def test_hidden_files_are_ignored(small_corpus, make_settings):
     shutil.copy(small_corpus / "guides" / "retention.md", small_corpus / ".draft.md")
     settings = make_settings(source_path=str(small_corpus))
     assert run_ingest(open_lakehouse(settings), settings).files == 8
+
+
+def test_min_document_chars_rejects_short_rows_of_a_table(tmp_path, make_settings):
+    table = tmp_path / "docs_table"
+    write_deltalake(str(table), pd.DataFrame({"id": ["a", "b"], "title": ["A", "B"], "text": ["ok", "a longer body"]}))
+    settings = make_settings(source_path=f"delta:{table}", min_document_chars="5")
+    lh = open_lakehouse(settings)
+    summary = run_ingest(lh, settings)
+    assert summary.documents == 1
+    rejected = lh.read("rejected_documents")
+    assert rejected["reason_code"].tolist() == ["too_short"]

@@ -144,3 +144,11 @@ def test_content_hash_changes_with_text_only():
     b = only_doc(load("a.txt", b"Title\n\nBody one."))
     c = only_doc(load("a.txt", b"Title\n\nBody two."))
     assert a.content_hash == b.content_hash != c.content_hash
+
+
+def test_documents_shorter_than_min_chars_are_rejected_with_the_reason():
+    result = load("note.txt", b"  tiny  ", min_chars=10)
+    assert not result.documents
+    (rej,) = result.rejections
+    assert rej.reason_code == "too_short" and "4 characters" in rej.reason and "min_document_chars" in rej.reason
+    assert only_doc(load("note.txt", b"long enough text", min_chars=10)).text.strip() == "long enough text"

@@ -21,6 +21,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for key, value in pairs(args.filter, "--filter").items():
         filters.setdefault(key, []).append(value)
     mode = args.mode or settings.index.default_mode
+    k = args.k or settings.index.default_k
     items = _read_queries(Path(args.queries)) if args.queries else []  # bad input fails before loading
     searcher = Searcher.open(settings)
 
@@ -28,15 +29,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         batch = 64
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
-            results = searcher.search_batch([q["text"] for q in chunk], k=args.k, mode=mode, filters=filters or None)
+            results = searcher.search_batch([q["text"] for q in chunk], k=k, mode=mode, filters=filters or None)
             for q, res in zip(chunk, results, strict=True):
                 print(json.dumps({"id": q["id"], "results": [{f: getattr(r, f) for f in _FIELDS} for r in res]}))
         return 0
 
-    results = searcher.search(args.query, k=args.k, mode=mode, filters=filters or None)
+    results = searcher.search(args.query, k=k, mode=mode, filters=filters or None)
     if args.json:
         print(json.dumps({
-            "query": args.query, "mode": mode, "k": args.k, "snapshot_id": searcher.manifest.snapshot_id,
+            "query": args.query, "mode": mode, "k": k, "snapshot_id": searcher.manifest.snapshot_id,
             "results": [{f: getattr(r, f) for f in _FIELDS} for r in results],
         }))
         return 0
@@ -91,8 +92,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search the current index snapshot")
     p.add_argument("query", nargs="?")
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--mode", choices=["vector", "keyword", "hybrid"])
+    p.add_argument("--k", type=int, help="number of results (default: the search_k variable, 5)")
+    p.add_argument("--mode", choices=["vector", "keyword", "hybrid"], help="default: the search_mode variable")
     p.add_argument("--filter", action="append", metavar="FIELD=GLOB",
                    help="restrict to doc_id/source_uri/title/section matching a glob (repeatable)")
     p.add_argument("--queries", help="JSONL file of {\"id\", \"text\"}: one JSON line of results per query")

@@ -90,7 +90,7 @@ class IngestConfig:
     max_bytes: int = setting(20_000_000, var="max_document_bytes",
                              help="Larger files are rejected (reason too_large).")
     min_chars: int = setting(1, var="min_document_chars",
-                             help="Minimum characters of text per document (declared; no loader reads it yet).")
+                             help="Documents with less text are rejected (reason too_short).")
     # Structured sources (CSV / Parquet / Delta): which columns hold the id, title and text.
     id_column: str = setting("id", var="id_column",
                              help="Id column of structured sources (CSV, Parquet, Delta, JSON records).")
@@ -179,7 +179,7 @@ class IndexConfig:
     hybrid_keyword_weight: float = setting(1.0, var="hybrid_keyword_weight",
                                            help="Weight of the keyword ranking in hybrid fusion.")
     default_mode: str = setting("hybrid", var="search_mode", help="Default search mode: vector | keyword | hybrid")
-    default_k: int = setting(5, var="search_k", help="Default number of search results (declared; commands take their own k).")
+    default_k: int = setting(5, var="search_k", help="Default number of results of `ragops search` (--k overrides).")
     keep_snapshots: int = setting(3, var="keep_snapshots", help="Index snapshots kept per catalog.schema.")
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ragops.config import IngestConfig, Settings
 from ragops.errors import RagopsError
-from ragops.ingest.loaders import LoadError, LoadResult, Rejection, load_bytes, records_from_table
+from ragops.ingest.loaders import LoadError, LoadResult, Rejection, drop_short, load_bytes, records_from_table
 from ragops.lakehouse import Lakehouse
 from ragops.lakehouse.schemas import RAW_DOCUMENTS, utcnow
 
@@ -140,7 +140,7 @@ def load_files(batch: pd.DataFrame, *, source: str, config: IngestConfig) -> pd.
                 result = LoadResult(rejections=[Rejection(rel, Path(rel).suffix.lstrip("."), "unreadable", str(exc))])
                 rows += _result_rows(result, source, int(size), rel)
                 continue
-        result = load_bytes(data, rel, max_bytes=config.max_bytes, columns=cols)
+        result = load_bytes(data, rel, max_bytes=config.max_bytes, columns=cols, min_chars=config.min_chars)
         rows += _result_rows(result, source, int(size), rel)
     return pd.DataFrame(rows, columns=LOAD_SCHEMA.names)
 
@@ -158,7 +158,8 @@ def _load_delta_source(source: str, config: IngestConfig) -> pd.DataFrame:
     rel = Path(path).name
     cols = (config.id_column, config.title_column, config.text_column)
     try:
-        result = records_from_table(table.to_pylist(), table.column_names, rel, "delta", cols)
+        result = drop_short(records_from_table(table.to_pylist(), table.column_names, rel, "delta", cols),
+                            config.min_chars)
     except LoadError as exc:
         result = LoadResult(rejections=[Rejection(rel, "delta", exc.reason_code, exc.reason)])
     return pd.DataFrame(_result_rows(result, source, 0, rel), columns=LOAD_SCHEMA.names)

@@ -8,6 +8,7 @@ to write. A rejection names what is wrong so a person can fix the file:
 reason_code        meaning
 =================  ============================================================
 empty              0 bytes, or nothing but whitespace after text extraction
+too_short          fewer characters of text than ``min_document_chars``
 too_large          bigger than ``max_document_bytes``
 binary             NUL bytes / control characters: not a text document
 encoding           not UTF-8 and no confident guess at another encoding
@@ -392,8 +393,24 @@ LOADERS = {
 STRUCTURED = {".json", ".jsonl", ".csv", ".parquet"}
 
 
+def drop_short(result: LoadResult, min_chars: int) -> LoadResult:
+    """Move documents with fewer than ``min_chars`` characters of text into the rejections."""
+    if min_chars <= 1:
+        return result
+    keep, short = [], []
+    for doc in result.documents:
+        (keep if len(doc.text.strip()) >= min_chars else short).append(doc)
+    result.documents = keep
+    result.rejections += [
+        Rejection(d.source_uri, d.format, "too_short",
+                  f"{d.source_uri}: {len(d.text.strip())} characters of text, fewer than "
+                  f"{min_chars} (--var min_document_chars)") for d in short]
+    return result
+
+
 def load_bytes(
-    data: bytes, rel: str, *, max_bytes: int, columns: tuple[str, str, str] = ("id", "title", "text")
+    data: bytes, rel: str, *, max_bytes: int, columns: tuple[str, str, str] = ("id", "title", "text"),
+    min_chars: int = 1,
 ) -> LoadResult:
     """Load one file's bytes (``rel`` is its POSIX path relative to the source root)."""
     suffix = PurePosixPath(rel).suffix.lower()
@@ -415,4 +432,4 @@ def load_bytes(
         return LoadResult(rejections=[Rejection(rel, fmt, exc.reason_code, exc.reason)])
     if not result.documents and not result.rejections:
         result.rejections.append(Rejection(rel, fmt, "empty", "no documents in the file"))
-    return result
+    return drop_short(result, min_chars)
