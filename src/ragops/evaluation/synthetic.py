@@ -213,4 +213,41 @@ def generate_questions(
     return frame
 
 
-__all__ = ["DROP_REASONS", "GenerationStats", "answer_in_text", "generate_questions", "parse_reply", "question_id"]
+def indexed_chunks(settings: Any, lh: Any = None) -> pd.DataFrame:
+    """The chunks questions should be about: the current index snapshot's rows (what the model
+    serves), else the ``chunks`` table when no index has been built yet."""
+    from ragops.index.snapshot import SnapshotNotFoundError, SnapshotStore
+
+    try:
+        return SnapshotStore(settings.index_root).load(config=settings.index).rows
+    except SnapshotNotFoundError:
+        if lh is None or not lh.exists("chunks"):
+            raise EvalSetError(f"no index snapshot under {settings.index_root} and no chunks table: "
+                               "run `ragops bundle run ingest_job` first") from None
+        log.info("no index snapshot yet: generating from the chunks table")
+        return lh.read("chunks")
+
+
+def synthesize_eval_set(settings: Any, lh: Any, name: str, llm_config: Any = None, *, per_chunk: int = 1,
+                        max_chunks: int | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Generate questions from the indexed chunks with ``llm_config`` (default: the chain's LLM)
+    and register them as eval set ``name`` (origin synthetic; a new version only if they changed).
+
+    Returns the :class:`~ragops.evaluation.eval_sets.EvalSetVersion` and the generation stats.
+    """
+    from ragops.evaluation.eval_sets.store import register_eval_set
+    from ragops.llm import get_chat_model
+    from ragops.llm import llm_identity as identity_of
+
+    config = llm_config or settings.llm
+    frame = generate_questions(indexed_chunks(settings, lh), get_chat_model(config), per_chunk=per_chunk,
+                               max_chunks=max_chunks, seed=seed, llm_identity=identity_of(config))
+    stats = frame.attrs["generation"]
+    if frame.empty:
+        raise EvalSetError(f"synthetic questions: none of {stats['requested']} replies was kept "
+                           f"(dropped: {stats['dropped']}); try another --llm-model or more --max-chunks")
+    return register_eval_set(lh, name, frame, origin=ORIGIN), stats
+
+
+__all__ = ["DROP_REASONS", "GenerationStats", "answer_in_text", "generate_questions", "indexed_chunks",
+           "parse_reply", "question_id", "synthesize_eval_set"]
