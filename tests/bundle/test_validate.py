@@ -124,3 +124,10 @@ def test_jobs_that_run_each_other_are_a_cycle(bundle_copy):
         "b_job": {"tasks": [{"task_key": "t", "run_job_task": {"job_id": "${resources.jobs.a_job.id}"}}]},
     })
     assert any("run_job_task cycle: a_job → b_job → a_job" in i for i in issues_of(bundle_copy))
+
+
+@pytest.mark.parametrize("job", ["ingest_job", "evaluate_job", "experiment_sweep_job"])
+def test_jobs_that_open_the_lakehouse_run_on_the_targets_engine(job):
+    """A job reading tables must get the target's engine: without the parameter it silently ran local."""
+    params = {p["name"]: p["default"] for p in load_bundle(REPO, "dev").jobs[job]["parameters"]}
+    assert params["engine"] == "spark" and "spark_remote" in params

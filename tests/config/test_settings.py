@@ -88,11 +88,11 @@ def test_variables_are_parsed_from_strings(tmp_path: Path):
 
 def test_types_coerce_from_strings_and_yaml_values(tmp_path: Path):
     s = Settings.from_variables({"rrf_k": "20", "bm25_b": "0.5", "eval_ks": "1, 3,10", "eval_answers": "0",
-                                 "embedding_normalize": "off", "hnsw_m": 16, "llm_temperature": 1,
+                                 "hnsw_m": 16, "llm_temperature": 1,
                                  "chunk_include_title": True}, base_dir=tmp_path)
     assert (s.index.rrf_k, s.index.bm25_b, s.index.hnsw_m) == (20, 0.5, 16)
     assert s.evaluation.ks == (1, 3, 10)
-    assert s.evaluation.answers is False and s.embedding.normalize is False and s.chunking.include_title is True
+    assert s.evaluation.answers is False and s.chunking.include_title is True
     assert s.llm.temperature == 1.0 and isinstance(s.llm.temperature, float)
 
 
@@ -148,8 +148,10 @@ def test_config_hash_is_stable_and_sensitive():
 
 
 def test_default_config_hashes_did_not_change():
-    """Chunk ids and snapshot manifests carry these hashes: declaring settings must not change them."""
+    """Chunk ids and snapshot manifests carry these hashes: declaring settings must not change them.
+    (EmbeddingConfig's is hashed nowhere; it changed when its unused ``normalize`` field went: every
+    Embedder L2-normalises, as the index's inner-product = cosine relies on.)"""
     assert {cls.__name__: config_hash(cls()) for cls in (IngestConfig, ChunkingConfig, EmbeddingConfig, LLMConfig,
                                                          IndexConfig, ChainConfig)} == {
-        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "90a2000a254b",
+        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "4d560b3c4755",
         "LLMConfig": "89961a998a31", "IndexConfig": "7f13accc35c6", "ChainConfig": "1003e6eb873b"}

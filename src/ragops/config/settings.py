@@ -135,8 +135,6 @@ class EmbeddingConfig:
     dtype: str = setting("float32", var="embedding_dtype", help="float32 | bfloat16 (local backend only).")
     endpoint: str = setting("", var="embedding_endpoint",
                             help="Base URL (openai) or serving endpoint name (databricks) for remote embedders.")
-    normalize: bool = setting(True, var="embedding_normalize",
-                              help="L2-normalise vectors (declared; every embedder normalises today).")
 
 
 @dataclass(frozen=True)
