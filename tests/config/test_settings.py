@@ -17,7 +17,8 @@ from ragops.config import (
 )
 
 #: Valid non-default values for settings whose values are validated in __post_init__.
-CHOICES = {"engine": "spark", "chunk_strategy": "token", "llm_backend": "openai", "chain_search_mode": "keyword"}
+CHOICES = {"engine": "spark", "chunk_strategy": "token", "llm_backend": "openai", "chain_search_mode": "keyword",
+           "eval_harness": "direct"}
 
 
 def other_value(info: SettingInfo) -> str:

@@ -230,6 +230,20 @@ class EvaluationConfig:
     judge_model: str = setting("", var="judge_model", help="Judge model (empty = the local chat model).")
     judge_endpoint: str = setting("", var="judge_endpoint", help="Judge endpoint (base URL or serving endpoint).")
 
+    #: The scoring harnesses (``ragops.evaluation.harness.HARNESSES`` runs them).
+    HARNESSES: typing.ClassVar[tuple[str, ...]] = ("mlflow", "direct")
+
+    def __post_init__(self) -> None:
+        if self.harness not in self.HARNESSES:
+            raise SettingsError(f"eval_harness={self.harness!r} is not one of {', '.join(self.HARNESSES)}",
+                                "eval_harness")
+        if not self.ks or min(self.ks) < 1:
+            raise SettingsError(f"eval_ks={','.join(map(str, self.ks))!r}: every k must be at least 1", "eval_ks")
+        if self.ndcg_k < 1:
+            raise SettingsError("eval_ndcg_k must be at least 1", "eval_ndcg_k")
+        if self.limit < 0:
+            raise SettingsError("eval_limit must be 0 (all questions) or more", "eval_limit")
+
     def judge(self) -> LLMConfig | None:
         if not self.judge_backend:
             return None

@@ -134,13 +134,13 @@ def score_mlflow(rows: list[dict[str, Any]], specs: Sequence[ScorerSpec], run_id
     return scores
 
 
-#: The harnesses by name (the ``eval_harness`` setting).
+#: The harnesses by name (the ``eval_harness`` setting, which EvaluationConfig checks against these names).
 HARNESSES = {"mlflow": score_mlflow, "direct": score_direct}
+assert tuple(HARNESSES) == EvaluationConfig.HARNESSES, "a harness is missing from EvaluationConfig.HARNESSES"
 
 
 def score(harness: str, rows: list[dict[str, Any]], specs: Sequence[ScorerSpec], run_id: str) -> Scores:
-    if harness not in HARNESSES:
-        raise EvaluationError(f"harness={harness!r} is not one of {', '.join(HARNESSES)}")
+    """Score with the named harness (a name EvaluationConfig has already validated)."""
     return HARNESSES[harness](rows, specs, run_id)
 
 
