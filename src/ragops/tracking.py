@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from ragops.config import Settings
 
 log = logging.getLogger(__name__)
+
+#: MLflow error codes that mean "no such model / version / alias / prompt" (local stores and Unity
+#: Catalog). The local sqlite store answers a missing *alias* with INVALID_PARAMETER_VALUE and a
+#: message "... alias X not found" (MLflow 3.17), matched by text; every other error — auth,
+#: network, server — is not "not found" and must surface.
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
+_LOCAL_MISSING_ALIAS = re.compile(r"alias \S+ not found", re.IGNORECASE)
+
+
+def is_not_found(exc: Exception) -> bool:
+    """Whether an ``MlflowException`` says the model, version, alias or prompt does not exist."""
+    code = getattr(exc, "error_code", "")
+    if code in NOT_FOUND_CODES:
+        return True
+    return code == "INVALID_PARAMETER_VALUE" and bool(_LOCAL_MISSING_ALIAS.search(str(exc)))
 
 
 def experiment_name(settings: Settings) -> str:

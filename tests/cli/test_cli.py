@@ -50,11 +50,18 @@ def test_search_human_output_and_filter(built, capsys):
         (["search", "x", "--var", "nonsense"], "expected NAME=VALUE"),
         (["search", "x", "--var", "colour=red"], "no such variable"),
         (["bundle", "run", "nope_job"], "no job 'nope_job'"),
+        (["search", "x", "--var", "chunk_size=abc"], "chunk_size"),
     ],
 )
 def test_errors_are_one_clear_line(capsys, args, message):
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and message in err
+
+
+def test_a_filter_on_an_unknown_field_is_one_line(capsys, built):
+    settings, _ = built
+    code, _, err = run_cli(capsys, "search", "x", "--filter", "colour=red", "--var", f"root={settings.root}")
+    assert code == 2 and "cannot filter on 'colour'" in err and "Traceback" not in err
 
 
 def test_bad_queries_file_names_the_line(capsys, tmp_path, built):

@@ -11,7 +11,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ragops.errors import RagopsError
+from ragops.tracking import is_not_found
+
 log = logging.getLogger(__name__)
+
+
+
+class PromptNotFoundError(RagopsError, LookupError):
+    """The prompt (name@alias) is not in the MLflow Prompt Registry."""
+
 
 DONT_KNOW = "I don't know: the indexed documents do not cover this question."
 
@@ -82,11 +91,14 @@ def ensure_prompts(alias: str = "production") -> dict[str, int]:
 
 def resolve_prompt(name: str, alias: str) -> ResolvedPrompt:
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     try:
         pv = mlflow.genai.load_prompt(f"prompts:/{name}@{alias}", link_to_model=False)
-    except Exception as exc:
-        raise LookupError(
+    except MlflowException as exc:
+        if not is_not_found(exc):  # auth, network, server: not "no such prompt"
+            raise
+        raise PromptNotFoundError(
             f"prompt {name}@{alias} is not in the prompt registry ({exc}); run the rag_chain job, which "
             "registers the default prompts, or register it with mlflow.genai.register_prompt"
         ) from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from ragops.config import EmbeddingConfig
+from ragops.config import EmbeddingConfig, SettingsError
 from ragops.embedding.base import Embedder, EmbeddingError
 from ragops.weights.embedder import ModelNotFoundError, embedder_name, resolve_model_path
 
@@ -34,7 +34,7 @@ def get_embedder(config: EmbeddingConfig) -> Embedder:
         from ragops.embedding.remote import DatabricksEmbedder
 
         return DatabricksEmbedder(config.endpoint or config.model, batch_size=config.batch_size)
-    raise ValueError(f"embedding_backend={config.backend!r}: use local, openai or databricks")
+    raise SettingsError(f"embedding_backend={config.backend!r}: use local, openai or databricks")
 
 
 from ragops.embedding.embed import EmbedSummary, run_embedding  # noqa: E402 - needs get_embedder above

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ragops.config import SettingsError
 from ragops.embedding.base import Embedder
 from ragops.weights.embedder import embedder_name, resolve_model_path
 
@@ -30,7 +31,7 @@ class LocalEmbedder(Embedder):
         if dtype == "bfloat16":
             self.st = self.st.to(torch.bfloat16)
         elif dtype != "float32":
-            raise ValueError(f"embedding_dtype={dtype!r}: use float32 or bfloat16")
+            raise SettingsError(f"embedding_dtype={dtype!r}: use float32 or bfloat16")
         # Identity stored with every vector: the short name for packaged models, else the path.
         self.model_name = embedder_name(model)
         self.dimension = int((getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension)())

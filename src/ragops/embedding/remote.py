@@ -10,6 +10,7 @@ import urllib.request
 
 import numpy as np
 
+from ragops.config import SettingsError
 from ragops.embedding.base import Embedder, EmbeddingError, normalize
 
 
@@ -19,7 +20,7 @@ class OpenAIEmbedder(Embedder):
     def __init__(self, base_url: str, model: str, *, batch_size: int = 64, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 3, dimension: int | None = None) -> None:
         if not base_url:
-            raise ValueError("embedding_backend=openai needs embedding_endpoint=<base URL, e.g. http://host/v1>")
+            raise SettingsError("embedding_backend=openai needs embedding_endpoint=<base URL, e.g. http://host/v1>")
         self.base_url = base_url.rstrip("/")
         self.model_name = model
         self.batch_size = batch_size
@@ -63,7 +64,7 @@ class DatabricksEmbedder(Embedder):
 
     def __init__(self, endpoint: str, *, batch_size: int = 64, client=None, dimension: int | None = None) -> None:
         if not endpoint:
-            raise ValueError("embedding_backend=databricks needs embedding_endpoint=<serving endpoint name>")
+            raise SettingsError("embedding_backend=databricks needs embedding_endpoint=<serving endpoint name>")
         if client is None:
             from ragops.workspace import workspace_client
 

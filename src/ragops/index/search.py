@@ -11,11 +11,17 @@ import pandas as pd
 
 from ragops.config import SEARCH_MODES, Settings
 from ragops.embedding import Embedder, embedder_identity, get_embedder
+from ragops.errors import RagopsError
 from ragops.index.fusion import reciprocal_rank_fusion
 from ragops.index.snapshot import Snapshot, SnapshotStore
 
 Filters = Mapping[str, str | Sequence[str]]
 FILTERABLE = ("doc_id", "source_uri", "title", "section", "chunk_id")
+
+
+class SearchError(RagopsError, ValueError):
+    """A search the index cannot answer as asked (a filter on an unknown field, a bad mode or k,
+    a snapshot built with another embedding model)."""
 
 
 @dataclass
@@ -55,7 +61,7 @@ class Searcher:
         snapshot = SnapshotStore(settings.index_root).load(snapshot_id, settings.index)
         want = snapshot.manifest.model
         if want and embedder_identity(settings.embedding) != want:
-            raise ValueError(
+            raise SearchError(
                 f"index snapshot {snapshot.manifest.snapshot_id} was built with embedding model {want!r}, "
                 f"but this target is configured for {embedder_identity(settings.embedding)!r}; "
                 "re-run the ingest job or set --var embedding_model"
@@ -80,7 +86,7 @@ class Searcher:
         mask = np.ones(len(self._rows), dtype=bool)
         for field, wanted in filters.items():
             if field not in FILTERABLE:
-                raise ValueError(f"cannot filter on {field!r}; filterable fields: {', '.join(FILTERABLE)}")
+                raise SearchError(f"cannot filter on {field!r}; filterable fields: {', '.join(FILTERABLE)}")
             patterns = [wanted] if isinstance(wanted, str) else list(wanted)
             values = self._rows[field].fillna("").astype(str)
             mask &= values.map(lambda v, p=patterns: any(fnmatch.fnmatchcase(v, pat) for pat in p)).to_numpy()
@@ -105,9 +111,9 @@ class Searcher:
     def search_batch(self, queries: list[str], k: int = 5, mode: str = "hybrid",
                      filters: Filters | None = None) -> list[list[SearchResult]]:
         if mode not in SEARCH_MODES:
-            raise ValueError(f"mode={mode!r} is not one of {', '.join(SEARCH_MODES)}")
+            raise SearchError(f"mode={mode!r} is not one of {', '.join(SEARCH_MODES)}")
         if k < 1:
-            raise ValueError("k must be at least 1")
+            raise SearchError("k must be at least 1")
         if not len(self._rows):
             return [[] for _ in queries]
         mask = self._mask(filters)

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 FAILURE_ENV = "RAGOPS_INJECT_FAILURE"
 
 
+class IndexSyncError(RagopsError, RuntimeError):
+    """The embeddings table is in a state no snapshot can be built from (mixed models, say)."""
+
+
 class InjectedFailure(RagopsError, RuntimeError):
     pass
 
@@ -118,7 +122,7 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
 
     models = lh.read("embeddings", ["model"], version=version)["model"].unique().tolist()
     if len(models) > 1:
-        raise RuntimeError(
+        raise IndexSyncError(
             f"embeddings table v{version} mixes models {models}; run the embed task to finish re-embedding"
         )
     model = models[0] if models else (previous.model if previous else "")
@@ -170,7 +174,7 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
         rows = rows.reset_index(drop=True)
 
     if len(rows) != len(vectors):
-        raise RuntimeError(f"index sync: {len(rows)} rows but {len(vectors)} vectors — snapshot would be inconsistent")
+        raise IndexSyncError(f"index sync: {len(rows)} rows but {len(vectors)} vectors — snapshot would be inconsistent")
     _maybe_fail("index_sync:before_publish")
     keywords = _keyword_index(rows, settings)
     snapshot_id = new_snapshot_id(version)

@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ragops.config import IndexConfig
+from ragops.config import IndexConfig, SettingsError
 
 
 def faiss_id(chunk_id: str) -> int:
@@ -39,7 +39,7 @@ class VectorIndex:
         elif self.config.vector_index == "flat":
             inner = faiss.IndexFlatIP(self.dimension)
         else:
-            raise ValueError(f"vector_index={self.config.vector_index!r}: use flat or hnsw")
+            raise SettingsError(f"vector_index={self.config.vector_index!r}: use flat or hnsw")
         return faiss.IndexIDMap2(inner)
 
     def __len__(self) -> int:

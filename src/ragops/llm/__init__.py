@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
 
-from ragops.config import LLMConfig
+from ragops.config import LLMConfig, SettingsError
 from ragops.llm.messages import from_dicts, to_dicts
 from ragops.weights.llm import DEFAULT_LLM, LLMNotFoundError, resolve_llm_path
 
@@ -21,7 +21,7 @@ def get_chat_model(config: LLMConfig) -> BaseChatModel:
         from ragops.llm.remote import OpenAICompatibleChatModel
 
         if not config.endpoint:
-            raise ValueError("llm_backend=openai needs llm_endpoint=<base URL, e.g. http://host:8000/v1>")
+            raise SettingsError("llm_backend=openai needs llm_endpoint=<base URL, e.g. http://host:8000/v1>")
         return OpenAICompatibleChatModel(base_url=config.endpoint, model_name=config.model,
                                          max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                          top_p=config.top_p)

@@ -15,21 +15,13 @@ sqlite and file stores, so that code counts as "not found" only with that messag
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 from ragops.config import Settings
 from ragops.errors import RagopsError
-from ragops.tracking import configure_mlflow
-
-if TYPE_CHECKING:  # mlflow is imported when the registry is used, not when this module is
-    from mlflow.exceptions import MlflowException
+from ragops.tracking import NOT_FOUND_CODES, configure_mlflow, is_not_found  # noqa: F401 - re-exported
 
 PREVIOUS_CHAMPION_TAG = "previous_champion_version"
-#: MLflow error codes that mean "no such model / version / alias".
-NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
-_LOCAL_MISSING_ALIAS = re.compile(r"alias \S+ not found", re.IGNORECASE)
 
 
 class ModelNotRegisteredError(RagopsError, LookupError):
@@ -63,14 +55,6 @@ def versions_frame(settings: Settings):
              "llm": v.tags.get("llm")} for v in versions]
     columns = ["version", "aliases", "run_id", "index_snapshot", "prompt_version", "llm"]
     return pd.DataFrame(rows, columns=columns).sort_values("version").reset_index(drop=True)
-
-
-def is_not_found(exc: MlflowException) -> bool:
-    """Whether ``exc`` says the model, version or alias does not exist (see the module docstring)."""
-    code = getattr(exc, "error_code", "")
-    if code in NOT_FOUND_CODES:
-        return True
-    return code == "INVALID_PARAMETER_VALUE" and bool(_LOCAL_MISSING_ALIAS.search(str(exc)))
 
 
 def model_name(settings: Settings, *, unity_catalog: bool = False) -> str:
