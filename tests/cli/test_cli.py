@@ -114,3 +114,20 @@ def test_ragops_error_is_one_line_and_debug_shows_the_traceback(capsys, tmp_path
     assert "rag_chain" in last  # names what is missing
     code, _, err = run_cli(capsys, *args, "--log-level", "DEBUG")
     assert code == 2 and "Traceback (most recent call last)" in err
+
+
+def test_settings_lists_every_variable_with_its_value(capsys):
+    code, out, _ = run_cli(capsys, "settings", "--json", "--var", "rrf_k=20")
+    rows = {r["variable"]: r for r in json.loads(out)}
+    assert code == 0 and rows["rrf_k"]["value"] == "20" and rows["rrf_k"]["default"] == "10"
+    assert rows["rrf_k"]["field"] == "index.rrf_k" and rows["chunk_size"]["type"] == "int"
+
+
+def test_settings_reference_doc_is_current(capsys):
+    """docs/settings.md is generated from the field declarations: regenerate it when a setting changes."""
+    from tests.conftest import REPO
+
+    code, out, _ = run_cli(capsys, "settings", "--markdown")
+    assert code == 0 and "| `rrf_k` | int | `10` |" in out
+    assert (REPO / "docs" / "settings.md").read_text() == out, (
+        "docs/settings.md is stale: run `ragops settings --markdown > docs/settings.md`")
