@@ -65,58 +65,28 @@ class ScorerSpec:
         return scorer(name=self.name)(fn)
 
 
-def _retrieved(outputs: Mapping[str, Any]) -> list[str]:
-    return list(outputs.get("retrieved_doc_ids") or [])
-
-
-def _expected_docs(expectations: Mapping[str, Any]) -> list[str]:
-    return list(expectations.get("expected_doc_ids") or [])
+def metric_scorer(kind: str, *, ks: Sequence[int], ndcg_k: int, answers: bool = True,
+                  embed: Callable[[list[str]], Any] | None = None) -> ScorerSpec:
+    """The declared metrics of one kind (:data:`ragops.evaluation.metrics.METRICS`), wired from
+    their declarations: a metric that needs the answer is left out without answers, one that needs
+    ``embed`` without an embedder; ``cutoff="ks"`` metrics come once per k (in k order), then the rest."""
+    chosen = [m for m in M.METRICS.values() if m.kind == kind
+              and (answers or "answer" not in m.needs) and (embed is not None or "embed" not in m.needs)]
+    fns: MetricFns = {}
+    for k in ks:
+        for m in chosen:
+            if m.cutoff == "ks":
+                fns[M.metric_name(m.name, k)] = m.bind(k, embed=embed)
+    for m in chosen:
+        if m.cutoff == "ndcg_k":
+            fns[M.metric_name(m.name, ndcg_k)] = m.bind(ndcg_k, embed=embed)
+        elif not m.cutoff:
+            fns[m.name] = m.bind(embed=embed)
+    return ScorerSpec(kind, fns)
 
 
 def _answer(outputs: Mapping[str, Any]) -> str:
     return outputs.get("answer") or ""
-
-
-def _refs(expectations: Mapping[str, Any]) -> list[str]:
-    return list(expectations.get("expected_answers") or [])
-
-
-def retrieval_scorer(ks: Sequence[int] = (5, 10), ndcg_k: int = 10) -> ScorerSpec:
-    fns: MetricFns = {}
-    for k in ks:
-        fns[M.metric_name("hit_rate", k)] = lambda i, o, e, k=k: M.hit_rate_at_k(_retrieved(o), _expected_docs(e), k)
-        fns[M.metric_name("recall", k)] = lambda i, o, e, k=k: M.recall_at_k(_retrieved(o), _expected_docs(e), k)
-        fns[M.metric_name("precision", k)] = lambda i, o, e, k=k: M.precision_at_k(
-            _retrieved(o), _expected_docs(e), k)
-    fns["mrr"] = lambda i, o, e: M.mrr(_retrieved(o), _expected_docs(e))
-    fns[M.metric_name("ndcg", ndcg_k)] = lambda i, o, e: M.ndcg_at_k(_retrieved(o), _expected_docs(e), ndcg_k)
-    return ScorerSpec("retrieval", fns)
-
-
-def answer_scorer(embed: Callable[[list[str]], Any] | None) -> ScorerSpec:
-    fns: MetricFns = {
-        "exact_match": lambda i, o, e: M.exact_match(_answer(o), _refs(e)),
-        "answer_f1": lambda i, o, e: M.token_f1(_answer(o), _refs(e)),
-        "answer_contains": lambda i, o, e: M.answer_contains(_answer(o), _refs(e)),
-        "rouge_l": lambda i, o, e: M.rouge_l(_answer(o), _refs(e)),
-        "bleu": lambda i, o, e: M.bleu(_answer(o), _refs(e)),
-    }
-    if embed is not None:
-        fns["semantic_similarity"] = lambda i, o, e: M.semantic_similarity(_answer(o), _refs(e), embed)
-    return ScorerSpec("answer", fns)
-
-
-def rag_scorer(embed: Callable[[list[str]], Any] | None, answers: bool = True) -> ScorerSpec:
-    """Code-based groundedness / relevance (offline). Without answers only context relevance applies."""
-    fns: MetricFns = {
-        "context_relevance": lambda i, o, e: M.context_relevance(i["question"], list(o.get("contexts") or [])),
-    }
-    if answers:
-        fns["groundedness"] = lambda i, o, e: M.groundedness(_answer(o), list(o.get("contexts") or []))
-        fns["abstention"] = lambda i, o, e: M.abstention(_answer(o), bool(e.get("answerable", True)))
-        if embed is not None:
-            fns["answer_relevance"] = lambda i, o, e: M.answer_relevance(i["question"], _answer(o), embed)
-    return ScorerSpec("rag", fns)
 
 
 def judge_scorer(judge, answers: bool = True) -> ScorerSpec:
@@ -133,9 +103,9 @@ def judge_scorer(judge, answers: bool = True) -> ScorerSpec:
 
 
 def build_scorers(*, ks: Sequence[int], ndcg_k: int, answers: bool, embed=None, judge=None) -> list[ScorerSpec]:
-    specs = [retrieval_scorer(ks, ndcg_k), rag_scorer(embed, answers)]
-    if answers:
-        specs.insert(1, answer_scorer(embed))
+    """One scorer per metric kind that has metrics to compute, then the judge's."""
+    specs = [metric_scorer(kind, ks=ks, ndcg_k=ndcg_k, answers=answers, embed=embed) for kind in M.KINDS]
+    specs = [s for s in specs if s.metrics]
     if judge is not None:
         specs.append(judge_scorer(judge, answers))
     return specs

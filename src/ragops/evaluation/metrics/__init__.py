@@ -3,9 +3,14 @@
 answer, an answerable question for ``abstention`` …). ``None`` is neither a failure nor a zero:
 aggregate over the questions where a metric applies. No metric returns NaN.
 
+Each metric file declares itself once, at its end: ``METRIC = MetricInfo(name, kind, description,
+function, needs=..., cutoff=...)`` (:mod:`._metric`). This package collects them on import
+(:func:`discover`: every module of the package that has a ``METRIC``) into :data:`METRICS`, and the
+scorers wire each from its declaration — a new metric is one new file here, nothing else.
+
 Canonical names (:data:`METRICS`) are what the evaluator logs: retrieval metrics carry their
 cut-off (``recall@5``, built with :func:`metric_name`), and :func:`mlflow_name` turns them into
-names MLflow accepts (``recall_at_5``).
+names MLflow accepts (``recall_at_5``). The declared metrics today:
 
 =======================  ===========================  ===============================
 name                     function                     needs
@@ -30,9 +35,11 @@ name                     function                     needs
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
-from dataclasses import dataclass
 
+from ragops.evaluation.metrics._metric import INPUTS, KINDS, MetricInfo
 from ragops.evaluation.metrics._text import is_abstention, normalize_answer, split_claims
 from ragops.evaluation.metrics.abstention import abstention
 from ragops.evaluation.metrics.answer_contains import answer_contains
@@ -50,56 +57,41 @@ from ragops.evaluation.metrics.rouge_l import rouge_l
 from ragops.evaluation.metrics.semantic_similarity import EmbedFn, semantic_similarity
 from ragops.evaluation.metrics.token_f1 import token_f1
 
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """What the evaluator and reports need to know about a metric without calling it."""
-
-    name: str  #: canonical name; retrieval ones are templates ending in "@k"
-    kind: str  #: "retrieval" | "answer" | "rag"
-    description: str
-    higher_is_better: bool = True
-    #: inputs it reads: retrieved, expected_doc_ids, answer, expected_answers, question,
-    #: contexts, answerable, embed (an embedding function)
-    needs: tuple[str, ...] = ()
+#: Every declared metric by canonical name, in reporting order (kind, then each file's ``order``).
+METRICS: dict[str, MetricInfo] = {}
 
 
-_RETRIEVAL = ("retrieved", "expected_doc_ids")
-_ANSWER = ("answer", "expected_answers")
+def register(metric: MetricInfo) -> MetricInfo:
+    """Add a metric (what :func:`discover` does for each ``METRIC``); one name, one declaration."""
+    existing = METRICS.get(metric.name)
+    if existing is not None and existing is not metric:
+        raise ValueError(f"metric {metric.name!r} is declared twice")
+    METRICS[metric.name] = metric
+    ordered = sorted(METRICS.values(), key=lambda m: (KINDS.index(m.kind), m.order))
+    METRICS.clear()
+    METRICS.update((m.name, m) for m in ordered)
+    return metric
 
-METRICS: dict[str, MetricInfo] = {m.name: m for m in [
-    MetricInfo("hit_rate@k", "retrieval", "1 if any expected document is in the top k distinct documents",
-               needs=_RETRIEVAL),
-    MetricInfo("recall@k", "retrieval", "share of the expected documents found in the top k", needs=_RETRIEVAL),
-    MetricInfo("precision@k", "retrieval", "share of the top k slots holding an expected document (divides by k)",
-               needs=_RETRIEVAL),
-    MetricInfo("mrr", "retrieval", "1 / rank of the first expected document (0 if not retrieved)",
-               needs=_RETRIEVAL),
-    MetricInfo("ndcg@k", "retrieval", "rank-discounted gain of the top k vs the ideal ranking (BEIR nDCG)",
-               needs=_RETRIEVAL),
-    MetricInfo("exact_match", "answer", "normalised answer equals an expected answer (SQuAD EM)", needs=_ANSWER),
-    MetricInfo("answer_f1", "answer", "token-overlap F1 with the best expected answer (SQuAD F1)", needs=_ANSWER),
-    MetricInfo("answer_contains", "answer", "answer contains an expected answer span as whole tokens",
-               needs=_ANSWER),
-    MetricInfo("rouge_l", "answer", "longest-common-subsequence F1 with the best expected answer", needs=_ANSWER),
-    MetricInfo("bleu", "answer", "sacrebleu sentence BLEU against all expected answers, / 100", needs=_ANSWER),
-    MetricInfo("semantic_similarity", "answer", "embedding cosine with the closest expected answer",
-               needs=(*_ANSWER, "embed")),
-    MetricInfo("groundedness", "rag", "share of the answer's claims supported by the retrieved contexts",
-               needs=("answer", "contexts")),
-    MetricInfo("answer_relevance", "rag", "embedding cosine between question and answer (0 for abstentions)",
-               needs=("question", "answer", "embed")),
-    MetricInfo("context_relevance", "rag", "mean relevance of the retrieved contexts to the question",
-               needs=("question", "contexts")),
-    MetricInfo("abstention", "rag", "unanswerable questions only: 1 if the answer says it does not know",
-               needs=("answer", "answerable")),
-]}
 
-#: metrics that may also carry a cut-off although their canonical name has none ("mrr@10")
-_OPTIONAL_K = frozenset({"mrr"})
+def discover() -> dict[str, MetricInfo]:
+    """Import every module of this package (``__path__``) and register its ``METRIC``."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name.startswith("_"):
+            continue
+        metric = getattr(importlib.import_module(f"{__name__}.{module.name}"), "METRIC", None)
+        if isinstance(metric, MetricInfo):
+            register(metric)
+    return METRICS
+
+
+discover()
+
 _NAME_WITH_K = re.compile(r"^(?P<stem>[a-z_]+)@(?P<k>\d+)$")
 _MLFLOW_WITH_K = re.compile(r"^(?P<stem>[a-z_]+)_at_(?P<k>\d+)$")
 
+
+def _optional_k(stem: str) -> bool:
+    return stem in METRICS and METRICS[stem].optional_k
 
 def _known() -> str:
     return ", ".join(METRICS)
@@ -116,7 +108,7 @@ def metric_name(base: str, k: int | None = None) -> str:
         if k is None:
             raise ValueError(f"metric {stem}@k needs a cut-off: metric_name({stem!r}, 5) -> '{stem}@5'")
         return f"{stem}@{k}"
-    if stem in _OPTIONAL_K:
+    if _optional_k(stem):
         return stem if k is None else f"{stem}@{k}"
     if stem in METRICS:
         if k is not None:
@@ -140,13 +132,15 @@ def info(name: str) -> MetricInfo:
         stem = match["stem"]
         if f"{stem}@k" in METRICS:
             return METRICS[f"{stem}@k"]
-        if stem in _OPTIONAL_K:
+        if _optional_k(stem):
             return METRICS[stem]
     raise ValueError(f"unknown metric {name!r}; known metrics: {_known()} "
                      "(retrieval ones with a cut-off, e.g. recall@5)")
 
 
 __all__ = [
+    "INPUTS",
+    "KINDS",
     "METRICS",
     "EmbedFn",
     "MetricInfo",
@@ -155,6 +149,7 @@ __all__ = [
     "answer_relevance",
     "bleu",
     "context_relevance",
+    "discover",
     "exact_match",
     "groundedness",
     "hit_rate_at_k",
@@ -167,6 +162,7 @@ __all__ = [
     "normalize_answer",
     "precision_at_k",
     "recall_at_k",
+    "register",
     "rouge_l",
     "semantic_similarity",
     "split_claims",

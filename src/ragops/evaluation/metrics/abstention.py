@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import is_abstention
 
 
@@ -16,3 +17,8 @@ def abstention(answer: str | None, answerable: bool) -> float | None:
     if answerable:
         return None
     return 1.0 if is_abstention(answer) else 0.0
+
+
+METRIC = MetricInfo("abstention", "rag", "unanswerable questions only: 1 if the answer says it does not know",
+                    abstention,
+                    needs=("answer", "answerable"), order=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import best_over_references
 
 
@@ -22,3 +23,8 @@ def answer_contains(prediction: str | None, references: Sequence[str] | None) ->
     """
     return best_over_references(prediction, references,
                                 lambda pred, ref: 1.0 if ref and _contains(pred, ref) else 0.0)
+
+
+METRIC = MetricInfo("answer_contains", "answer", "answer contains an expected answer span as whole tokens",
+                    answer_contains,
+                    needs=("answer", "expected_answers"), order=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import clip01, is_abstention
 from ragops.evaluation.metrics.semantic_similarity import EmbedFn, cosines
 
@@ -21,3 +22,8 @@ def answer_relevance(question: str | None, answer: str | None, embed: EmbedFn) -
     if not answer or not answer.strip() or is_abstention(answer):
         return 0.0
     return clip01(float(np.max(cosines(embed, question, [answer]))))
+
+
+METRIC = MetricInfo("answer_relevance", "rag", "embedding cosine between question and answer (0 for abstentions)",
+                    answer_relevance,
+                    needs=("question", "answer", "embed"), order=40)

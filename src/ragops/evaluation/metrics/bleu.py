@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import as_references, clip01
 
 
@@ -23,3 +24,7 @@ def bleu(prediction: str | None, references: Sequence[str] | None) -> float | No
     import sacrebleu
 
     return clip01(sacrebleu.sentence_bleu(prediction, refs).score / 100.0)
+
+
+METRIC = MetricInfo("bleu", "answer", "sacrebleu sentence BLEU against all expected answers, / 100", bleu,
+                    needs=("answer", "expected_answers"), order=50)

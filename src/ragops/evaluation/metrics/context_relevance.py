@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import clip01, content_tokens, tokens
 from ragops.evaluation.metrics.semantic_similarity import EmbedFn, cosines
 
@@ -32,3 +33,8 @@ def context_relevance(question: str | None, contexts: Sequence[str] | None,
         have = set(tokens(context)) | set(content_tokens(context))
         scores.append(len(wanted & have) / len(wanted))
     return clip01(sum(scores) / len(scores))
+
+
+METRIC = MetricInfo("context_relevance", "rag", "mean relevance of the retrieved contexts to the question",
+                    context_relevance,
+                    needs=("question", "contexts"), order=10)

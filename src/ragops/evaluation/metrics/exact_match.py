@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import as_references, normalize_answer
 
 
@@ -22,3 +23,7 @@ def exact_match(prediction: str | None, references: Sequence[str] | None) -> flo
         return 0.0
     pred = normalize_answer(prediction)
     return 1.0 if any(pred == normalize_answer(r) for r in refs) else 0.0
+
+
+METRIC = MetricInfo("exact_match", "answer", "normalised answer equals an expected answer (SQuAD EM)", exact_match,
+                    needs=("answer", "expected_answers"), order=10)

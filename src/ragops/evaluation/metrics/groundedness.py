@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import content_tokens, is_abstention, split_claims
 
 
@@ -41,3 +42,8 @@ def groundedness(answer: str | None, contexts: Sequence[str] | None, *, threshol
         return 0.0
     supported = sum(claim_support(c, known) >= threshold for c in claims)
     return supported / len(claims)
+
+
+METRIC = MetricInfo("groundedness", "rag", "share of the answer's claims supported by the retrieved contexts",
+                    groundedness,
+                    needs=("answer", "contexts"), order=20)

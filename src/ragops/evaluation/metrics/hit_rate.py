@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import as_set, check_k, unique_top_k
 
 
@@ -20,3 +21,7 @@ def hit_rate_at_k(retrieved: Sequence[str], expected: Iterable[str], k: int) -> 
     if not relevant:
         return None
     return 1.0 if any(d in relevant for d in unique_top_k(retrieved, k)) else 0.0
+
+
+METRIC = MetricInfo("hit_rate@k", "retrieval", "1 if any expected document is in the top k distinct documents", hit_rate_at_k,
+                    needs=("retrieved", "expected_doc_ids"), cutoff="ks", order=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import as_set, check_k, unique_top_k
 
 
@@ -24,3 +25,7 @@ def mrr(retrieved: Sequence[str], expected: Iterable[str], k: int | None = None)
         if doc in relevant:
             return 1.0 / rank
     return 0.0
+
+
+METRIC = MetricInfo("mrr", "retrieval", "1 / rank of the first expected document (0 if not retrieved)", mrr,
+                    needs=("retrieved", "expected_doc_ids"), optional_k=True, order=20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import as_set, check_k, unique_top_k
 
 
@@ -37,3 +38,7 @@ def ndcg_at_k(retrieved: Sequence[str], expected: Iterable[str], k: int,
     ideal = sorted(gains.values(), reverse=True)[:k]
     idcg = sum(g / math.log2(rank + 1) for rank, g in enumerate(ideal, start=1))
     return min(1.0, dcg / idcg)
+
+
+METRIC = MetricInfo("ndcg@k", "retrieval", "rank-discounted gain of the top k vs the ideal ranking (BEIR nDCG)", ndcg_at_k,
+                    needs=("retrieved", "expected_doc_ids"), cutoff="ndcg_k", order=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import as_set, check_k, unique_top_k
 
 
@@ -22,3 +23,8 @@ def precision_at_k(retrieved: Sequence[str], expected: Iterable[str], k: int) ->
         return None
     found = relevant.intersection(unique_top_k(retrieved, k))
     return len(found) / k
+
+
+METRIC = MetricInfo("precision@k", "retrieval",
+                    "share of the top k slots holding an expected document (divides by k)", precision_at_k,
+                    needs=("retrieved", "expected_doc_ids"), cutoff="ks", order=12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import as_set, check_k, unique_top_k
 
 
@@ -20,3 +21,7 @@ def recall_at_k(retrieved: Sequence[str], expected: Iterable[str], k: int) -> fl
         return None
     found = relevant.intersection(unique_top_k(retrieved, k))
     return len(found) / len(relevant)
+
+
+METRIC = MetricInfo("recall@k", "retrieval", "share of the expected documents found in the top k", recall_at_k,
+                    needs=("retrieved", "expected_doc_ids"), cutoff="ks", order=11)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import best_over_references
 
 
@@ -36,3 +37,7 @@ def rouge_l(prediction: str | None, references: Sequence[str] | None) -> float |
     ``None`` when there is no reference answer (not applicable).
     """
     return best_over_references(prediction, references, lambda pred, ref: _f(pred, ref) if ref else 0.0)
+
+
+METRIC = MetricInfo("rouge_l", "answer", "longest-common-subsequence F1 with the best expected answer", rouge_l,
+                    needs=("answer", "expected_answers"), order=40)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import as_references, clip01
 
 #: texts → (n, dim) array of L2-normalised rows, e.g. ``get_embedder(EmbeddingConfig()).encode``
@@ -43,3 +44,8 @@ def semantic_similarity(prediction: str | None, references: Sequence[str] | None
     if not prediction or not prediction.strip():
         return 0.0
     return clip01(float(np.max(cosines(embed, prediction, refs))))
+
+
+METRIC = MetricInfo("semantic_similarity", "answer", "embedding cosine with the closest expected answer",
+                    semantic_similarity,
+                    needs=("answer", "expected_answers", "embed"), order=60)

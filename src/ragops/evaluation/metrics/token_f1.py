@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from ragops.evaluation.metrics._metric import MetricInfo
 from ragops.evaluation.metrics._text import best_over_references
 
 
@@ -27,3 +28,7 @@ def token_f1(prediction: str | None, references: Sequence[str] | None) -> float 
     the reference. An empty prediction scores 0.0; ``None`` when there is no reference answer.
     """
     return best_over_references(prediction, references, _f1)
+
+
+METRIC = MetricInfo("answer_f1", "answer", "token-overlap F1 with the best expected answer (SQuAD F1)", token_f1,
+                    needs=("answer", "expected_answers"), order=20)
