@@ -156,3 +156,9 @@ def test_default_config_hashes_did_not_change():
                                                          IndexConfig, ChainConfig)} == {
         "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "4d560b3c4755",
         "LLMConfig": "89961a998a31", "IndexConfig": "7f13accc35c6", "ChainConfig": "1003e6eb873b"}
+
+
+def test_none_sets_a_location_to_nothing_while_empty_keeps_the_default(tmp_path: Path):
+    assert Settings.from_variables({"eval_source": "none"}, base_dir=tmp_path).evaluation.source == ""
+    default = Settings.from_variables({"eval_source": ""}, base_dir=tmp_path).evaluation.source
+    assert default == str(tmp_path / "data/eval/questions.jsonl")

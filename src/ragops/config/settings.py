@@ -27,7 +27,9 @@ every task; ``None`` or ``""`` means "the default"; ``bool`` accepts true/false/
 ``tuple[int, ...]`` a comma list ("5,10"); a bad value raises :class:`SettingsError` naming the
 variable, the value and the expected type. Fields of kind ``path`` resolve against ``base_dir``
 (the bundle root); kind ``location`` resolves the same way unless the value is a spec rather than
-a path (``delta:/x``, ``table:c.s.t``, ``beir:/folder``, ``s3://bucket``).
+a path (``delta:/x``, ``table:c.s.t``, ``beir:/folder``, ``s3://bucket``), and ``none`` sets it to
+nothing (``--var eval_source=none``: score the eval set as the table has it), since ``""`` means
+"the default".
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ ENGINES = ("local", "spark")
 CHUNK_STRATEGIES = ("token", "recursive", "markdown", "sentence")
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+#: The value that sets a ``location`` setting to nothing (``--var eval_source=none``: use the table as is).
+NO_LOCATION = "none"
 
 
 class SettingsError(RagopsError, ValueError):
@@ -213,7 +217,7 @@ class EvaluationConfig:
     source: str = setting(
         "data/eval/questions.jsonl", var="eval_source", kind="location",
         help="Registered as eval_set before evaluating (new version only if changed): a .jsonl path, "
-             "beir:<folder>[:split], squad:<file>[:sample]; empty = use the table as is.")
+             "beir:<folder>[:split], squad:<file>[:sample]; none = use the table as is.")
     gates: str = setting("data/eval/gates.yml", var="gates", kind="location",
                          help="Quality gates (block / warn / info tiers) that decide promotion to @champion.")
     answers: bool = setting(True, var="eval_answers",
@@ -432,6 +436,8 @@ def _resolve(info: SettingInfo, value: Any, base: Path) -> Any:
         return (p if p.is_absolute() else base / p).resolve()
     if info.kind == "location":
         text = str(value)
+        if text.strip().lower() == NO_LOCATION:  # "" already means "the default"; this says "none"
+            return ""
         if not text or _is_spec(text):
             return text
         p = Path(os.path.expanduser(text))
