@@ -28,18 +28,6 @@ from _common import REPO_ROOT, loadavg, machine_info, now_iso, percentiles, sett
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
 
 
-def build_index(settings) -> None:
-    from ragops.chunking import run_chunking
-    from ragops.embedding import run_embedding
-    from ragops.index import run_index_sync
-    from ragops.ingest import run_ingest
-    from ragops.lakehouse import open_lakehouse
-
-    lh = open_lakehouse(settings)
-    for stage in (run_ingest, run_chunking, run_embedding, run_index_sync):
-        stage(lh, settings)
-
-
 def questions(n: int) -> list[str]:
     rows = [json.loads(line) for line in (REPO_ROOT / "data" / "eval" / "questions.jsonl").read_text().splitlines() if line]
     answerable = [r["question"] for r in rows if r["expected_doc_ids"]]
@@ -123,6 +111,7 @@ def main() -> None:
     import mlflow
     import numpy as np
 
+    from ragops.index.build import build_index
     from ragops.models.log import log_chain
     from ragops.models.registry import promote
 
