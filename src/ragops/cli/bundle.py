@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ragops.cli.common import add_common, pairs
@@ -49,11 +48,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ragops.bundle import load_bundle, run_job
+    from ragops.bundle.runner import state_root
 
     console = Console(stderr=True)
     bundle = load_bundle(None, args.target, pairs(args.var, "--var"))
-    settings_root = Path(str(bundle.variables.get("root", ".ragops")))
-    runs_dir = (settings_root if settings_root.is_absolute() else bundle.root / settings_root) / "runs"
+    params = pairs(args.param, "--param")
+    runs_dir = state_root(bundle, params) / "runs"
 
     def on_task(tr) -> None:
         mark = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]-[/]",
@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console.print(f"[bold]running {args.job}[/] on target [bold]{bundle.target}[/] "
                   f"(engine {bundle.variables.get('engine')})")
-    run = run_job(bundle, args.job, pairs(args.param, "--param"), runs_dir=runs_dir, on_task=on_task)
+    run = run_job(bundle, args.job, params, runs_dir=runs_dir, on_task=on_task)
 
     table = Table(title=f"{run.job} run {run.run_id} — {'succeeded' if run.ok else 'FAILED'} in {run.seconds:.1f}s")
     for col in ("task", "status", "seconds", "summary"):
