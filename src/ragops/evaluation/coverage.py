@@ -80,7 +80,7 @@ def check_coverage(es: EvalSet, questions: pd.DataFrame, target: EvalTarget) -> 
             f"eval set {es.name}@v{es.version} does not match the index: {what} (e.g. {examples}); "
             f"it asks about another corpus. Evaluate with questions about yours: --var eval_source=<file.jsonl> "
             f"(expected_doc_ids as ingest names your documents), or a synthetic set generated from the indexed "
-            f"chunks (`ragops eval-set synthesize NAME`, then --var eval_set=NAME --var eval_source=); "
+            f"chunks (`ragops eval-set synthesize NAME`, then --var eval_set=NAME --var eval_source=none); "
             f"or register the model without evaluating it: --param evaluate_after_registration=false")
     if found.share < WARN_COVERED:
         log.warning("eval set %s@v%s: %s; those questions score 0 on retrieval", es.name, es.version, what)
