@@ -2,6 +2,13 @@
 first token, model load time, and served throughput of the MLflow scoring server.
 
     .venv/bin/python benchmarks/bench_chain.py [--root /tmp/ragops-bench/sample] [--questions 20]
+    .venv/bin/python benchmarks/bench_chain.py served --backends transformers,local --workers 1,2 \
+        --concurrency 1,4,8 [--var embedding_runtime=onnx]
+
+``served`` only measures the scoring server: for each LLM backend it logs a chain with that
+backend (what a model answers with is fixed when it is logged), serves it with each worker count
+(``ragops serve --workers N``; each worker's model gets cores / N threads) and sends the same
+bounded batch of requests at each concurrency. Servers listen on 127.0.0.1 and are stopped at the end.
 
 Uses the project's sample corpus and eval questions (data/). In the same run and on the same
 prompts, the chain's generation tokens/s is compared with a bare ``model.generate`` of the same
@@ -55,13 +62,15 @@ def bare_generate_tps(chain, prompts_msgs, max_new_tokens: int) -> list[float]:
     return rates
 
 
-def served_throughput(settings, n_requests: int, concurrencies: list[int], qs: list[str]) -> dict:
+def served_throughput(settings, n_requests: int, concurrencies: list[int], qs: list[str], *,
+                      model_uri: str | None = None, workers: int = 1) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("ragops")), "serve", "--port", str(port),
-                             "--var", f"root={settings.root}"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [str(Path(sys.executable).with_name("ragops")), "serve", "--port", str(port), "--workers", str(workers),
+           "--var", f"root={settings.root}"] + (["--model-uri", model_uri] if model_uri else [])
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         t0 = time.perf_counter()
@@ -75,32 +84,74 @@ def served_throughput(settings, n_requests: int, concurrencies: list[int], qs: l
                 time.sleep(1)
         startup = time.perf_counter() - t0
 
+        tokens: list[int] = []
+
         def ask(q: str) -> float:
             body = json.dumps({"messages": [{"role": "user", "content": q}]}).encode()
             t = time.perf_counter()
             req = urllib.request.Request(f"{base}/invocations", data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=600) as resp:
                 assert resp.status == 200
-                json.loads(resp.read())
+                answer = json.loads(resp.read())
+            tokens.append(int(answer.get("usage", {}).get("completion_tokens", 0)))
             return time.perf_counter() - t
 
-        ask(qs[0])  # warm
-        out = {"server_startup_s": round(startup, 2)}
+        for _ in range(workers):  # warm every worker (each loads its own model on its first request)
+            ask(qs[0])
+        out = {"server_startup_s": round(startup, 2), "workers": workers}
         for c in concurrencies:
             batch = [qs[i % len(qs)] for i in range(n_requests)]
+            tokens.clear()
             t = time.perf_counter()
             with cf.ThreadPoolExecutor(c) as pool:
                 lat = list(pool.map(ask, batch))
             wall = time.perf_counter() - t
             out[f"concurrency_{c}"] = {"requests": n_requests, "wall_s": round(wall, 2),
-                                       "requests_per_s": round(n_requests / wall, 3), "latency": percentiles(lat)}
+                                       "requests_per_s": round(n_requests / wall, 3), "latency": percentiles(lat),
+                                       "completion_tokens_mean": round(sum(tokens) / max(1, len(tokens)), 1)}
         return out
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
 
 
+def served_main(argv: list[str]) -> None:
+    """Served req/s per LLM backend and worker count, in one run on one index (see the docstring)."""
+    from ragops.index.build import build_index
+    from ragops.models.log import log_chain
+
+    ap = argparse.ArgumentParser(prog="bench_chain.py served")
+    ap.add_argument("--root", type=Path, default=Path("/tmp/ragops-bench/served"))
+    ap.add_argument("--backends", default="transformers,local")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--concurrency", default="1,4,8")
+    ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    args = ap.parse_args(argv)
+    extra = dict(v.split("=", 1) for v in args.var)
+    result = {"benchmark": "bench_chain_served", "date": now_iso(), "argv": sys.argv, "load_before": loadavg(),
+              "machine": machine_info(), "requests": args.requests, "max_new_tokens": args.max_new_tokens, "runs": []}
+    qs = questions(20)
+    for backend in args.backends.split(","):
+        settings = settings_for(args.root, REPO_ROOT / "data" / "corpus", llm_max_new_tokens=args.max_new_tokens,
+                                llm_backend=backend, **extra)
+        if not (settings.index_root / "CURRENT").exists():
+            build_index(settings)
+        logged = log_chain(settings)
+        for workers in [int(w) for w in args.workers.split(",")]:
+            run = served_throughput(settings, args.requests, [int(c) for c in args.concurrency.split(",")], qs,
+                                    model_uri=logged.model_uri, workers=workers)
+            result["runs"].append({"llm_backend": backend, "model_uri": logged.model_uri, "load": loadavg(), **run})
+            print(json.dumps(result["runs"][-1]), flush=True)
+    result["load_after"] = loadavg()
+    write_result("bench_chain_served", result)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["served"]:
+        served_main(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=Path("/tmp/ragops-bench/sample"))
     ap.add_argument("--questions", type=int, default=20)
@@ -141,7 +192,7 @@ def main() -> None:
         out = chain.invoke(q)
         total = time.perf_counter() - t
         tm = out["timings_ms"]
-        n_out = out["usage"].get("output_tokens", 0)
+        n_out = out["usage"].get("completion_tokens", 0)
         rows.append({"total_s": total, "retrieval_s": tm["retrieval_ms"] / 1000, "prompt_s": tm["prompt_ms"] / 1000,
                      "generation_s": tm["generation_ms"] / 1000, "output_tokens": n_out,
                      "tps": n_out / (tm["generation_ms"] / 1000) if tm["generation_ms"] else None,

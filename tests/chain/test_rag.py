@@ -35,7 +35,8 @@ def test_answers_come_with_the_right_sources(chain, question, doc):
     assert out["answer"] and out["answer"] != DONT_KNOW
     assert doc in [s["doc_id"] for s in out["sources"]]
     assert all(s["vector_score"] >= chain.config.min_similarity for s in out["sources"])
-    assert out["usage"]["output_tokens"] <= 24
+    assert 0 < out["usage"]["completion_tokens"] <= 24 and out["usage"]["prompt_tokens"] > 0
+    assert 0 < out["timings"]["ttft_s"] <= out["timings"]["total_s"]
     assert out["lineage"]["prompt_version"] >= 1 and out["lineage"]["index_snapshot"]
 
 
@@ -44,8 +45,10 @@ def test_off_topic_question_gets_dont_know_without_calling_the_llm(chain, monkey
         raise AssertionError("the LLM must not be called")
 
     monkeypatch.setattr(type(chain.llm), "invoke", boom)
+    monkeypatch.setattr(type(chain.llm), "stream", boom)
     out = chain.invoke("What is the capital of Mongolia?")
-    assert out["answer"] == DONT_KNOW and out["sources"] == [] and out["usage"] == {}
+    assert out["answer"] == DONT_KNOW and out["sources"] == []
+    assert out["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 def test_history_is_part_of_the_prompt(chain):
@@ -68,6 +71,30 @@ def test_traces_have_retrieve_prompt_and_generate_spans(chain):
     assert retrieve.outputs[0]["metadata"]["doc_id"] == out["sources"][0]["doc_id"]
 
 
+def test_without_trace_no_trace_is_recorded_and_the_answer_is_the_same(chain):
+    question = "How long is raw data kept by default?"
+    traced, plain = chain.invoke(question), chain.invoke(question, trace=False)
+    assert plain["trace_id"] is None and traced["trace_id"]
+    assert plain["answer"] == traced["answer"] and plain["sources"] == traced["sources"]
+
+
+def test_keyword_chain_without_a_floor_never_loads_the_embedder(built, chain):
+    from ragops.index.snapshot import SnapshotStore
+
+    settings, _ = built
+
+    def no_embedder():
+        raise AssertionError("keyword search without a similarity floor must not load the embedding model")
+
+    searcher = Searcher.for_config(SnapshotStore(settings.index_root).load(None, settings.index), no_embedder,
+                                   settings.index)
+    cfg = ChainConfig(search_mode="keyword", min_similarity=0.0, llm=LLMConfig(max_new_tokens=8))
+    keyword = RagChain(searcher, chain.llm, chain.prompt, cfg).load()
+    out = keyword.invoke("default retention period raw samples", trace=False)
+    assert "guides/retention.md" in [s["doc_id"] for s in out["sources"]]
+    assert all(s["vector_score"] is None for s in out["sources"])
+
+
 def test_empty_question_is_refused(chain):
     with pytest.raises(ValueError, match="empty"):
         chain.invoke("   ")
@@ -78,6 +105,7 @@ def test_streaming_yields_deltas_then_the_full_answer(chain):
     assert any("delta" in e for e in events[:-1])
     final = events[-1]
     assert final["done"] and final["sources"] and "time_to_first_token_ms" in final["timings_ms"]
+    assert final["usage"]["completion_tokens"] > 0 and final["timings"]["ttft_s"] > 0
 
 
 def test_prompt_registry_versions_and_aliases(built):

@@ -4,6 +4,12 @@ Built from LangChain parts (a ``ChatPromptTemplate`` from the registry template,
 chat model) and traced with MLflow: one ``rag_chain`` span with ``retrieve``, ``prompt`` and
 ``generate`` children. When no retrieved chunk is similar enough to the question, the chain
 answers that it does not know without calling the LLM.
+
+Every answer carries what the model call cost: ``usage`` (``prompt_tokens``, ``completion_tokens``,
+``total_tokens``, from the chat model's ``usage_metadata``) and ``timings`` (``ttft_s``, ``total_s``:
+the backend's own ``response_metadata["timings"]`` when it reports them, else measured around the
+stream's first chunk). ``invoke(trace=False)`` skips MLflow altogether (no import, no trace write:
+seconds on a cold ``ragops ask``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,71 @@ from ragops.chain.prompts import DONT_KNOW, ResolvedPrompt
 from ragops.config import ChainConfig, config_hash
 from ragops.index.search import Searcher, SearchResult
 from ragops.llm.messages import from_dicts
+
+#: What ``usage`` holds when the LLM was not called (the "I don't know" answer).
+NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+class _NoSpan:
+    """What ``invoke(trace=False)`` uses instead of an MLflow span: the same calls, no recording."""
+
+    trace_id = None
+
+    def __enter__(self) -> _NoSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def set_inputs(self, inputs: Any) -> None:
+        pass
+
+    def set_outputs(self, outputs: Any) -> None:
+        pass
+
+
+def _spans(trace: bool):
+    """``start_span(name, span_type)`` of MLflow when tracing, else a no-op (MLflow never imported)."""
+    if not trace:
+        return lambda name, span_type=None: _NoSpan()
+    import mlflow
+    from mlflow.entities import SpanType
+
+    kinds = {"chain": SpanType.CHAIN, "retriever": SpanType.RETRIEVER, "parser": SpanType.PARSER,
+             "chat_model": SpanType.CHAT_MODEL}
+    return lambda name, span_type=None: mlflow.start_span(name=name, span_type=kinds[span_type])
+
+
+def usage_of(usage_metadata: dict[str, Any] | None) -> dict[str, int]:
+    """LangChain's ``usage_metadata`` (input/output tokens) in the OpenAI spelling serving clients read."""
+    meta = usage_metadata or {}
+    prompt, completion = int(meta.get("input_tokens") or 0), int(meta.get("output_tokens") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": int(meta.get("total_tokens") or prompt + completion)}
+
+
+def generate(llm: BaseChatModel, messages: list[BaseMessage]) -> tuple[str, dict[str, int], dict[str, float | None]]:
+    """Stream one reply: (text, usage, timings). The backend's own timings win (llama.cpp and
+    transformers time the first token inside generation); otherwise ttft is measured here, at the
+    first chunk with content."""
+    started = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    usage_meta: dict[str, Any] = {}
+    reported: dict[str, Any] = {}
+    for chunk in llm.stream(messages):
+        if chunk.content:
+            first = first or time.perf_counter()
+            parts.append(str(chunk.content))
+        if getattr(chunk, "usage_metadata", None):
+            usage_meta = dict(chunk.usage_metadata)
+        reported = (chunk.response_metadata or {}).get("timings") or reported
+    ended = time.perf_counter()
+    timings = {"ttft_s": round((first or ended) - started, 4), "total_s": round(ended - started, 4)}
+    for key in ("ttft_s", "total_s"):
+        if reported.get(key) is not None:
+            timings[key] = round(float(reported[key]), 4)
+    return "".join(parts), usage_of(usage_meta), timings
 
 
 def _langchain_prompt(prompt: ResolvedPrompt) -> ChatPromptTemplate:
@@ -81,6 +152,19 @@ class RagChain:
             **(lineage or {}),
         }
 
+    def needs_embedder(self) -> bool:
+        """Whether answering embeds the question: vector or hybrid search, or a similarity floor."""
+        return self.config.search_mode != "keyword" or self.config.min_similarity > 0
+
+    def load(self) -> RagChain:
+        """Build the models answering will use (the embedder only if it is needed), running none."""
+        if self.needs_embedder():
+            _ = self.searcher.embedder
+        load = getattr(self.llm, "warm", None)
+        if callable(load):
+            load()
+        return self
+
     def warm(self) -> RagChain:
         """Load the embedding model and the LLM now, so the first request does not pay for it."""
         self.searcher.search("warm up", k=1, mode="vector")
@@ -91,8 +175,12 @@ class RagChain:
 
     # --- steps -----------------------------------------------------------------------------
     def retrieve(self, question: str) -> list[SearchResult]:
-        results = self.searcher.search(question, k=self.config.k, mode=self.config.search_mode)
-        return [r for r in results if (r.vector_score or 0.0) >= self.config.min_similarity]
+        # The similarity floor is what needs the query vector in keyword mode: without a floor a
+        # keyword-only chain never loads the embedding model.
+        floor = self.config.min_similarity
+        results = self.searcher.search(question, k=self.config.k, mode=self.config.search_mode,
+                                       vector_scores=floor > 0)
+        return [r for r in results if floor <= 0 or (r.vector_score or 0.0) >= floor]
 
     def messages(self, question: str, history: list[BaseMessage], results: list[SearchResult]) -> list[BaseMessage]:
         context = format_context(results, self.config.max_context_chars)
@@ -100,45 +188,44 @@ class RagChain:
 
     # --- invocation ------------------------------------------------------------------------
     def invoke(self, question: str, history: list[dict[str, str]] | None = None, *,
-               include_context: bool = False) -> dict[str, Any]:
+               include_context: bool = False, trace: bool = True) -> dict[str, Any]:
         """Answer one question. ``include_context`` adds the passages' text (``contexts``), which
-        evaluation needs for groundedness; serving leaves it out to keep responses small."""
-        import mlflow
-        from mlflow.entities import SpanType
-
+        evaluation needs for groundedness; serving leaves it out to keep responses small.
+        ``trace=False`` records no MLflow trace (``trace_id`` is then None)."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
+        span = _spans(trace)
         hist = from_dicts(history or [])
         timings: dict[str, float] = {}
-        with mlflow.start_span(name="rag_chain", span_type=SpanType.CHAIN) as root:
+        with span("rag_chain", "chain") as root:
             root.set_inputs({"question": question, "history": history or []})
             t0 = time.perf_counter()
-            with mlflow.start_span(name="retrieve", span_type=SpanType.RETRIEVER) as span:
-                span.set_inputs({"query": question, "k": self.config.k, "mode": self.config.search_mode})
+            with span("retrieve", "retriever") as s:
+                s.set_inputs({"query": question, "k": self.config.k, "mode": self.config.search_mode})
                 results = self.retrieve(question)
-                span.set_outputs([{"page_content": r.text, "metadata": {"doc_id": r.doc_id, "chunk_id": r.chunk_id,
-                                   "score": r.score, "vector_score": r.vector_score}} for r in results])
+                s.set_outputs([{"page_content": r.text, "metadata": {"doc_id": r.doc_id, "chunk_id": r.chunk_id,
+                               "score": r.score, "vector_score": r.vector_score}} for r in results])
             timings["retrieval_ms"] = (time.perf_counter() - t0) * 1000
-            usage: dict[str, int] = {}
+            usage: dict[str, int] = dict(NO_USAGE)
+            model_timings: dict[str, float | None] = {"ttft_s": None, "total_s": 0.0}
             if not results:
                 answer = DONT_KNOW
                 timings["prompt_ms"] = timings["generation_ms"] = 0.0
             else:
                 t1 = time.perf_counter()
-                with mlflow.start_span(name="prompt", span_type=SpanType.PARSER) as span:
+                with span("prompt", "parser") as s:
                     msgs = self.messages(question, hist, results)
-                    span.set_inputs({"prompt": self.prompt.uri})
-                    span.set_outputs({"messages": [m.content for m in msgs]})
+                    s.set_inputs({"prompt": self.prompt.uri})
+                    s.set_outputs({"messages": [m.content for m in msgs]})
                 timings["prompt_ms"] = (time.perf_counter() - t1) * 1000
                 t2 = time.perf_counter()
-                with mlflow.start_span(name="generate", span_type=SpanType.CHAT_MODEL) as span:
-                    span.set_inputs({"messages": [{"role": m.type, "content": m.content} for m in msgs]})
-                    reply = self.llm.invoke(msgs)
-                    answer = tidy_answer(str(reply.content)) or DONT_KNOW
-                    usage = dict(reply.usage_metadata or {})
-                    span.set_outputs({"content": answer, "usage": usage})
+                with span("generate", "chat_model") as s:
+                    s.set_inputs({"messages": [{"role": m.type, "content": m.content} for m in msgs]})
+                    text, usage, model_timings = generate(self.llm, msgs)
+                    answer = tidy_answer(text) or DONT_KNOW
+                    s.set_outputs({"content": answer, "usage": usage, "timings": model_timings})
                 timings["generation_ms"] = (time.perf_counter() - t2) * 1000
-            out = self._output(answer, results, timings, usage, root.trace_id)
+            out = self._output(answer, results, timings, usage, root.trace_id, model_timings)
             if include_context:
                 out["contexts"] = [r.text for r in results]
             root.set_outputs({"answer": answer, "sources": out["sources"]})
@@ -151,10 +238,11 @@ class RagChain:
         timings = {"retrieval_ms": (time.perf_counter() - started) * 1000}
         if not results:
             yield {"delta": DONT_KNOW}
-            yield {"done": True, **self._output(DONT_KNOW, results, timings, {}, None)}
+            yield {"done": True, **self._output(DONT_KNOW, results, timings, dict(NO_USAGE), None,
+                                                {"ttft_s": None, "total_s": 0.0})}
             return
         msgs = self.messages(question, from_dicts(history or []), results)
-        parts, usage, first = [], {}, None
+        parts, usage_meta, reported, first = [], {}, {}, None
         t = time.perf_counter()
         for chunk in self.llm.stream(msgs):
             if chunk.content:
@@ -162,17 +250,22 @@ class RagChain:
                 parts.append(str(chunk.content))
                 yield {"delta": str(chunk.content)}
             if getattr(chunk, "usage_metadata", None):
-                usage = dict(chunk.usage_metadata)
-        timings["generation_ms"] = (time.perf_counter() - t) * 1000
-        timings["time_to_first_token_ms"] = ((first or time.perf_counter()) - started) * 1000
-        yield {"done": True, **self._output(tidy_answer("".join(parts)) or DONT_KNOW, results, timings, usage, None)}
+                usage_meta = dict(chunk.usage_metadata)
+            reported = (chunk.response_metadata or {}).get("timings") or reported
+        ended = time.perf_counter()
+        timings["generation_ms"] = (ended - t) * 1000
+        timings["time_to_first_token_ms"] = ((first or ended) - started) * 1000
+        model_timings = {"ttft_s": round(float(reported.get("ttft_s") or (first or ended) - t), 4),
+                         "total_s": round(float(reported.get("total_s") or ended - t), 4)}
+        yield {"done": True, **self._output(tidy_answer("".join(parts)) or DONT_KNOW, results, timings,
+                                            usage_of(usage_meta), None, model_timings)}
 
     def as_runnable(self) -> RunnableLambda:
         """The chain as a LangChain Runnable: ``{"question", "history"?}`` → output dict."""
         return RunnableLambda(lambda x: self.invoke(x["question"], x.get("history")), name="ragops_rag_chain")
 
     def _output(self, answer: str, results: list[SearchResult], timings: dict[str, float], usage: dict[str, int],
-                trace_id: str | None) -> dict[str, Any]:
+                trace_id: str | None, model_timings: dict[str, float | None]) -> dict[str, Any]:
         return {
             "answer": answer,
             "sources": [
@@ -182,6 +275,8 @@ class RagChain:
             ],
             "trace_id": trace_id,
             "usage": usage,
+            #: the model call: time to first token and the whole generation, in seconds
+            "timings": dict(model_timings),
             "timings_ms": {k: round(v, 2) for k, v in timings.items()},
             "lineage": self.lineage,
         }

@@ -13,7 +13,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from ragops.serving.local import ask
 
     settings = load_settings(args)
-    result = ask(settings, args.question, model_uri(args, settings))
+    # ask resolves the default (@champion, else @challenger) itself, with one light registry query
+    result = ask(settings, args.question, args.model_uri, trace=args.trace)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -22,8 +23,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print("\nsources:")
         for i, src in enumerate(result["sources"], start=1):
             print(f"  [{i}] {src['source_uri']}  ({src['chunk_id']})")
-    print(f"\n{result['model_uri']} (version {result['model_version']}), trace {result['trace_id']}",
-          file=sys.stderr)
+    t, u = result["timings"], result["usage"]
+    trace = f", trace {result['trace_id']}" if result["trace_id"] else ""
+    ttft = f"first token {t['ttft_s']:.2f} s, " if t.get("ttft_s") is not None else ""
+    print(f"\n{result['model_uri']} (version {result['model_version']}){trace}\n"
+          f"load {t.get('load_s', 0):.2f} s, {ttft}answer {t.get('total_s', 0):.2f} s; "
+          f"{u.get('prompt_tokens', 0)} prompt + {u.get('completion_tokens', 0)} completion tokens", file=sys.stderr)
     return 0
 
 
@@ -42,7 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ask", help="ask the registered RAG chain a question")
     p.add_argument("question")
     add_model_uri(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="answer, sources, usage and timings as one JSON object")
+    p.add_argument("--trace", action="store_true",
+                   help="record an MLflow trace of the answer and print its id (costs ~2-4 s: MLflow's import "
+                        "and store)")
     add_common(p)
     p.set_defaults(fn=cmd_ask, quiet=True)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -44,12 +44,19 @@ class SearchResult:
 
 
 class Searcher:
-    """Holds one loaded snapshot and the query embedder; cheap to query many times."""
+    """Holds one loaded snapshot and the query embedder; cheap to query many times.
 
-    def __init__(self, snapshot: Snapshot, embedder: Embedder | None, *, rrf_k: int = 60,
+    ``embedder`` may be a zero-argument callable that builds it: it is then called on the first
+    query that needs a query vector, once (a keyword-only search without vector scores never loads
+    the embedding model)."""
+
+    def __init__(self, snapshot: Snapshot, embedder: Embedder | Callable[[], Embedder] | None, *, rrf_k: int = 60,
                  hybrid_weights: tuple[float, float] = (1.0, 1.0)) -> None:
         self.snapshot = snapshot
-        self.embedder = embedder
+        if embedder is not None and not hasattr(embedder, "encode"):
+            self._embedder, self._make_embedder = None, embedder
+        else:
+            self._embedder, self._make_embedder = embedder, None
         self.rrf_k = rrf_k
         self.hybrid_weights = hybrid_weights
         rows = snapshot.rows
@@ -69,8 +76,14 @@ class Searcher:
         embedder = get_embedder(settings.embedding) if len(snapshot.rows) else None
         return cls.for_config(snapshot, embedder, settings.index)
 
+    @property
+    def embedder(self) -> Embedder | None:
+        if self._embedder is None and self._make_embedder is not None:
+            self._embedder, self._make_embedder = self._make_embedder(), None
+        return self._embedder
+
     @classmethod
-    def for_config(cls, snapshot: Snapshot, embedder: Embedder | None, config) -> Searcher:
+    def for_config(cls, snapshot: Snapshot, embedder: Embedder | Callable[[], Embedder] | None, config) -> Searcher:
         """A searcher with the fusion settings of an :class:`IndexConfig`."""
         return cls(snapshot, embedder, rrf_k=config.rrf_k,
                    hybrid_weights=(config.hybrid_vector_weight, config.hybrid_keyword_weight))
@@ -105,11 +118,14 @@ class Searcher:
         scores, positions = self.snapshot.keywords.search(query, n, weight)
         return [(int(p), float(s)) for s, p in zip(scores, positions, strict=True)]
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: Filters | None = None) -> list[SearchResult]:
-        return self.search_batch([query], k=k, mode=mode, filters=filters)[0]
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: Filters | None = None, *,
+               vector_scores: bool = True) -> list[SearchResult]:
+        return self.search_batch([query], k=k, mode=mode, filters=filters, vector_scores=vector_scores)[0]
 
     def search_batch(self, queries: list[str], k: int = 5, mode: str = "hybrid",
-                     filters: Filters | None = None) -> list[list[SearchResult]]:
+                     filters: Filters | None = None, *, vector_scores: bool = True) -> list[list[SearchResult]]:
+        """``vector_scores=False`` leaves keyword-only hits without ``vector_score`` (keyword mode then
+        needs no query vector, hence no embedding model)."""
         if mode not in SEARCH_MODES:
             raise SearchError(f"mode={mode!r} is not one of {', '.join(SEARCH_MODES)}")
         if k < 1:
@@ -118,7 +134,8 @@ class Searcher:
             return [[] for _ in queries]
         mask = self._mask(filters)
         depth = max(k, 100) if mode == "hybrid" else k
-        qvecs = self.embedder.encode(list(queries))
+        need_vectors = mode != "keyword" or vector_scores
+        qvecs = self.embedder.encode(list(queries)) if need_vectors else None
         out = []
         for i, query in enumerate(queries):
             vec: list[tuple[int, float]] = []
@@ -137,7 +154,7 @@ class Searcher:
             results = []
             for rank, (pos, score) in enumerate(ranked, start=1):
                 similarity = cos.get(pos)
-                if similarity is None:  # a keyword-only hit: score it against the query vector too
+                if similarity is None and qvecs is not None:  # a keyword-only hit: score it against the query too
                     similarity = float(self._vector_of(pos) @ qvecs[i])
                 results.append(self._result(pos, score, rank, similarity, bm25.get(pos)))
             out.append(results)

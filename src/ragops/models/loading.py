@@ -1,7 +1,14 @@
-"""Rebuild a :class:`RagChain` from a logged model's artifacts (no lakehouse, no prompt registry)."""
+"""Rebuild a :class:`RagChain` from a logged model's artifacts (no lakehouse, no prompt registry).
+
+Two callers: the pyfunc's ``load_context`` (MLflow hands it the artifact paths) and ``ragops ask``'s
+warm path, which reads a downloaded model folder directly (:func:`chain_from_model_dir`) and so
+skips ``mlflow.pyfunc.load_model``'s environment checks. Both build the chain here, so they answer
+alike. The embedding model is built on the first query that needs a vector, not here.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,6 +20,9 @@ from ragops.index.search import Searcher
 from ragops.index.snapshot import SnapshotStore
 from ragops.llm import get_chat_model
 
+#: The pyfunc's artifact names (models/log.py logs them under these keys).
+ARTIFACTS = ("chain_config", "index_snapshot")
+
 
 def chain_from_artifacts(config_path: str | Path, snapshot_path: str | Path) -> RagChain:
     cfg = json.loads(Path(config_path).read_text())
@@ -21,7 +31,29 @@ def chain_from_artifacts(config_path: str | Path, snapshot_path: str | Path) -> 
     snapshot_path = Path(snapshot_path)
     index_config = IndexConfig(**cfg["index"])
     snapshot = SnapshotStore(snapshot_path.parent.parent).load(snapshot_path.name, index_config, path=snapshot_path)
-    embedder = get_embedder(EmbeddingConfig(**cfg["embedding"]))
+    # get_embedder is cached per config: one embedder per process, built when a query first needs it
+    embedder = functools.partial(get_embedder, EmbeddingConfig(**cfg["embedding"]))
     searcher = Searcher.for_config(snapshot, embedder, index_config)
     prompt = ResolvedPrompt(**cfg["prompt"])
     return RagChain(searcher, get_chat_model(llm), prompt, chain_cfg, lineage=cfg.get("lineage"))
+
+
+def artifact_paths(model_dir: str | Path) -> dict[str, Path]:
+    """The pyfunc's artifacts inside a downloaded model folder, as its ``MLmodel`` file lists them."""
+    import yaml
+
+    model_dir = Path(model_dir)
+    meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+    listed = meta["flavors"]["python_function"].get("artifacts", {})
+    missing = [name for name in ARTIFACTS if name not in listed]
+    if missing:
+        from ragops.errors import RagopsError
+
+        raise RagopsError(f"{model_dir} is not a ragops chain: its MLmodel lists no {', '.join(missing)} artifact")
+    return {name: model_dir / listed[name]["path"] for name in ARTIFACTS}
+
+
+def chain_from_model_dir(model_dir: str | Path) -> RagChain:
+    """The chain of a logged model folder (what ``mlflow.artifacts.download_artifacts`` gives)."""
+    paths = artifact_paths(model_dir)
+    return chain_from_artifacts(paths["chain_config"], paths["index_snapshot"])

@@ -1,47 +1,276 @@
 """Answer from a registered chain on this machine: one question in-process (``ragops ask``), or
-MLflow's scoring server over HTTP (``ragops serve``). The CLI only parses flags and prints."""
+MLflow's scoring server over HTTP (``ragops serve``). The CLI only parses flags and prints.
+
+``ask`` takes a warm path (BENCHMARKS.md, "Cold ragops ask"): of the ~20 s a cold ``ragops ask``
+spent, ~2.5 s was importing MLflow, ~2 s opening its sqlite store (twice: alias → version), ~11 s in
+``mlflow.pyfunc.load_model`` (environment checks, then the embedder, the LLM and the index), and
+the rest answering. So ``ask``:
+
+1. resolves the alias → version with one read-only query of the local sqlite registry (MLflow's own
+   client for any other registry, or when that schema is not the one expected);
+2. downloads the model version's artifacts once, into ``<root>/cache/models/<name>/<version>/``
+   (MLflow's ``download_artifacts``), then reuses that folder — a version's artifacts never change;
+   the cache records the version's ``source`` and is refreshed if the registry says otherwise
+   (a re-created registry that numbers a different model "1");
+3. builds the chain from that folder with the same code the pyfunc's ``load_context`` runs
+   (:func:`ragops.models.loading.chain_from_model_dir`), so both answer alike (a test checks);
+4. records an MLflow trace only when asked (``trace=True``, ``ragops ask --trace``): tracing
+   means importing MLflow and opening its store, seconds on a cold process.
+
+``mlflow.pyfunc.load_model`` stays the path for serving and Python users (:func:`ask_pyfunc`).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ragops.config import Settings
-from ragops.tracking import configure_mlflow
 
 SOURCE_FIELDS = ("doc_id", "source_uri", "chunk_id", "score")
+#: The aliases ``ragops ask`` tries, in order, when no model URI is given (as registry.default_model_uri).
+DEFAULT_ALIASES = ("champion", "challenger")
+CACHE_MARKER = "ragops-cache.json"
 
 
-def ask(settings: Settings, question: str, model_uri: str) -> dict[str, Any]:
-    """Load ``model_uri`` and answer one question: answer, sources, model version and trace id."""
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered version: what the cache is keyed by (name, version) and checked against (source)."""
+
+    name: str
+    version: str
+    source: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def _parse(settings: Settings, model_uri: str) -> tuple[str, str | None, str | None] | None:
+    """``models:/name@alias`` / ``models:/name/3`` / ``champion`` / ``3`` → (name, alias, version);
+    None for what is not a registry reference (runs:/, a path)."""
+    from ragops.models.registry import model_name
+
+    ref = str(model_uri).strip()
+    if not ref.startswith("models:/"):
+        if "/" in ref or ":" in ref:
+            return None
+        return (model_name(settings), None, ref) if ref.isdigit() else (model_name(settings), ref.lstrip("@"), None)
+    rest = ref[len("models:/"):]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, alias, None
+    name, _, version = rest.rpartition("/")
+    return (name, None, version) if name and version.isdigit() else None
+
+
+def _sqlite_path(settings: Settings) -> Path | None:
+    uri = settings.tracking_uri
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _sqlite_lookup(db: Path, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
+    """One read-only query of MLflow's sqlite registry (tables ``registered_model_aliases`` and
+    ``model_versions``, unchanged since MLflow 2.3; checked against 3.17). Raises ``sqlite3.Error``
+    when the schema is not that one, so the caller falls back to MLflow's client."""
+    live = "(mv.current_stage IS NULL OR mv.current_stage != 'Deleted_Internal')"
+    if alias is not None:
+        sql = ("SELECT mv.version, mv.source FROM registered_model_aliases a JOIN model_versions mv "
+               f"ON mv.name = a.name AND mv.version = a.version WHERE a.name = ? AND a.alias = ? AND {live}")
+        args: tuple[Any, ...] = (name, alias)
+    else:
+        sql = f"SELECT mv.version, mv.source FROM model_versions mv WHERE mv.name = ? AND mv.version = ? AND {live}"
+        args = (name, int(version or 0))
+    with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
+        rows = conn.execute(sql, args).fetchall()
+    if len(rows) > 1:  # several workspaces in one store: let MLflow pick
+        raise sqlite3.OperationalError("ambiguous")
+    return ModelVersionRef(name, str(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+def _mlflow_lookup(settings: Settings, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
+    from mlflow.exceptions import MlflowException
+
+    from ragops.tracking import configure_mlflow, is_not_found
+
+    client = configure_mlflow(settings, experiment=False)
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return ModelVersionRef(name, str(mv.version), str(mv.source))
+
+
+def lookup_version(settings: Settings, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
+    """The registered version an alias (or a version number) names, with the lightest call that
+    answers: sqlite directly for a local registry, else MLflow's client. None when there is none."""
+    db = _sqlite_path(settings)
+    if db is not None and db.exists():
+        try:
+            return _sqlite_lookup(db, name, alias, version)
+        except sqlite3.Error:
+            pass
+    return _mlflow_lookup(settings, name, alias, version)
+
+
+def resolve_version(settings: Settings, model_uri: str | None) -> tuple[ModelVersionRef | None, str]:
+    """``model_uri`` (default ``@champion``, else ``@challenger``) → (its registered version, the URI
+    asked for); the version is None when ``model_uri`` is not a registry reference. Raises
+    ``ModelNotRegisteredError`` when it names none."""
+    from ragops.models.registry import ModelNotRegisteredError, model_name
+
+    if model_uri is None:
+        name = model_name(settings)
+        for alias in DEFAULT_ALIASES:
+            ref = lookup_version(settings, name, alias, None)
+            if ref is not None:
+                return ref, f"models:/{name}@{alias}"
+        raise ModelNotRegisteredError(
+            f"no version of {name!r} has a champion or challenger alias in {settings.tracking_uri}; "
+            "run `ragops bundle run rag_chain_job` first")
+    parsed = _parse(settings, model_uri)
+    if parsed is None:
+        return None, model_uri
+    ref = lookup_version(settings, *parsed)
+    if ref is None:
+        raise ModelNotRegisteredError(f"{model_uri!r} names no registered version in {settings.tracking_uri}")
+    return ref, model_uri
+
+
+def model_cache_dir(settings: Settings, ref: ModelVersionRef) -> Path:
+    return settings.root / "cache" / "models" / ref.name / ref.version
+
+
+def cached_model(settings: Settings, ref: ModelVersionRef) -> tuple[Path, bool]:
+    """The model version's folder in the local cache, downloading it on first use: (folder, downloaded)."""
+    final = model_cache_dir(settings, ref)
+    marker = final / CACHE_MARKER
+    if marker.exists() and json.loads(marker.read_text()).get("source") == ref.source:
+        return final / "model", False
     import mlflow
 
-    from ragops.models.registry import resolve_model_uri
+    from ragops.tracking import configure_mlflow
 
-    configure_mlflow(settings)
-    model = mlflow.pyfunc.load_model(model_uri)
-    out = model.predict({"messages": [{"role": "user", "content": question}]})
+    configure_mlflow(settings, experiment=False)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model, local copies: quick
+    tmp = final.parent / f".tmp-{ref.version}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(tmp / "model"))
+        (tmp / CACHE_MARKER).write_text(json.dumps({"source": ref.source, "model_uri": ref.uri}))
+        if final.exists():  # stale (another source under the same name and number)
+            shutil.rmtree(final)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process cached it first
+            if not (final / CACHE_MARKER).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final / "model", True
+
+
+_CHAINS: dict[Path, Any] = {}
+
+
+def load_chain(model_dir: Path):
+    """The chain of a cached model folder, built once per process."""
+    from ragops.models.loading import chain_from_model_dir
+
+    if model_dir not in _CHAINS:
+        _CHAINS[model_dir] = chain_from_model_dir(model_dir).load()
+    return _CHAINS[model_dir]
+
+
+def _answer(out: dict[str, Any], model_uri: str, version: str | None, timings: dict[str, float]) -> dict[str, Any]:
     return {
         "answer": out["answer"],
         "sources": [{k: s[k] for k in SOURCE_FIELDS} for s in out["sources"]],
         "model_uri": model_uri,
-        "model_version": resolve_model_uri(settings, model_uri)[1],
+        "model_version": version,
         "trace_id": out.get("trace_id"),
+        "usage": out.get("usage", {}),
+        "timings": {**out.get("timings", {}), **{k: round(v, 4) for k, v in timings.items()}},
     }
+
+
+def ask(settings: Settings, question: str, model_uri: str | None = None, *, trace: bool = False) -> dict[str, Any]:
+    """Answer one question from ``model_uri`` (default: ``@champion``, else ``@challenger``): answer,
+    sources, model version, usage, timings (``ttft_s``, ``total_s`` of the model call; ``resolve_s``,
+    ``load_s`` before it) and, with ``trace=True``, the MLflow trace id."""
+    started = time.perf_counter()
+    ref, shown = resolve_version(settings, model_uri)
+    resolved = time.perf_counter()
+    if ref is not None:
+        model_dir, _ = cached_model(settings, ref)
+    elif (Path(shown) / "MLmodel").exists():  # a model folder on disk
+        model_dir = Path(shown)
+    else:  # runs:/ and other URIs: no registry version to cache under
+        return ask_pyfunc(settings, question, shown, trace=trace)
+    chain = load_chain(model_dir)
+    loaded = time.perf_counter()
+    if trace:
+        from ragops.tracking import configure_mlflow
+
+        configure_mlflow(settings)
+    out = chain.invoke(question, [], trace=trace)
+    return _answer(out, shown, ref.version if ref else None,
+                   {"resolve_s": resolved - started, "load_s": loaded - resolved})
+
+
+def ask_pyfunc(settings: Settings, question: str, model_uri: str, *, trace: bool = True) -> dict[str, Any]:
+    """The same answer through ``mlflow.pyfunc.load_model`` (what serving and Python users run)."""
+    import mlflow
+
+    from ragops.models.registry import resolve_model_uri
+    from ragops.tracking import configure_mlflow
+
+    started = time.perf_counter()
+    configure_mlflow(settings)
+    model = mlflow.pyfunc.load_model(model_uri)
+    loaded = time.perf_counter()
+    out = model.predict({"messages": [{"role": "user", "content": question}]})
+    if not trace:
+        out = {**out, "trace_id": None}
+    return _answer(out, model_uri, resolve_model_uri(settings, model_uri)[1], {"load_s": loaded - started})
+
+
+def worker_threads(workers: int) -> int:
+    """CPU threads each scoring-server worker's model may use: the cores shared out, at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
 
 
 def scoring_server_command(settings: Settings, model_uri: str, host: str, port: int, workers: int = 1,
                            request_timeout_s: int = 600) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow models serve`` command line and environment that serve ``model_uri`` from this venv."""
+    from ragops.tracking import configure_mlflow
+
     configure_mlflow(settings, experiment=False)
     bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH: use this venv's
+    threads = str(worker_threads(workers))
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
            "MLFLOW_TRACKING_URI": settings.tracking_uri,
            # CPU generation can take a while; MLflow's default request timeout is 60 s.
-           "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(request_timeout_s)}
+           "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(request_timeout_s),
+           # N workers each running a model on every core would fight over them: share the cores out
+           # (torch and the ONNX runtime read OMP_NUM_THREADS; llama.cpp reads RAGOPS_LLM_THREADS).
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads),
+           "RAGOPS_LLM_THREADS": os.environ.get("RAGOPS_LLM_THREADS", threads)}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
            "-h", host, "-p", str(port), "-w", str(workers)]
     return cmd, env
@@ -55,3 +284,6 @@ def serve(settings: Settings, model_uri: str, host: str = "127.0.0.1", port: int
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+__all__ = ["ModelVersionRef", "ask", "ask_pyfunc", "cached_model", "resolve_version", "serve"]
