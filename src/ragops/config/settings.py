@@ -139,6 +139,25 @@ class EmbeddingConfig:
     dtype: str = setting("float32", var="embedding_dtype", help="float32 | bfloat16 (local backend only).")
     endpoint: str = setting("", var="embedding_endpoint",
                             help="Base URL (openai) or serving endpoint name (databricks) for remote embedders.")
+    runtime: str = setting(
+        "torch", var="embedding_runtime",
+        help="Local backend: torch | onnx | onnx-int8 (ONNX Runtime, exported once into the model cache). "
+             "Vectors record it (all-MiniLM-L6-v2@onnx): changing it re-embeds.")
+
+    DTYPES: typing.ClassVar[tuple[str, ...]] = ("float32", "bfloat16")
+    #: torch = sentence-transformers; onnx / onnx-int8 = ONNX Runtime (ragops.embedding.onnxrt).
+    RUNTIMES: typing.ClassVar[tuple[str, ...]] = ("torch", "onnx", "onnx-int8")
+
+    def __post_init__(self) -> None:
+        if self.dtype not in self.DTYPES:
+            raise SettingsError(f"embedding_dtype={self.dtype!r}: use {' or '.join(self.DTYPES)}",
+                                "embedding_dtype", self.dtype)
+        if self.runtime not in self.RUNTIMES:
+            raise SettingsError(f"embedding_runtime={self.runtime!r}: use {', '.join(self.RUNTIMES)}",
+                                "embedding_runtime", self.runtime)
+        if self.runtime != "torch" and self.dtype != "float32":
+            raise SettingsError(f"embedding_dtype={self.dtype!r} needs embedding_runtime=torch "
+                                f"(the {self.runtime} runtime is float32 or int8)", "embedding_dtype", self.dtype)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Embedders (local sentence-transformers, OpenAI-compatible HTTP, Databricks serving) and the embed stage."""
+"""Embedders (local: sentence-transformers on torch or ONNX Runtime; OpenAI-compatible HTTP; Databricks
+serving) and the embed stage."""
 
 from __future__ import annotations
 
@@ -8,12 +9,21 @@ from ragops.config import EmbeddingConfig, SettingsError
 from ragops.embedding.base import Embedder, EmbeddingError
 from ragops.weights.embedder import ModelNotFoundError, embedder_name, resolve_model_path
 
+#: What a local embedder's identity says after the model name when its numerics are not torch fp32's.
+_NUMERICS_SUFFIX = {("torch", "bfloat16"): "@bf16", ("onnx", "float32"): "@onnx", ("onnx-int8", "float32"): "@onnx-int8"}
+
 
 def embedder_identity(config: EmbeddingConfig) -> str:
     """The ``model`` value an embedder of this config stores with its vectors — known without
-    loading the model, so a no-op run stays cheap and a model change is detected."""
+    loading the model, so a no-op run stays cheap and a model change is detected.
+
+    A local model's identity also names its numerics when they are not the torch-fp32 default
+    (``all-MiniLM-L6-v2@onnx``, ``…@onnx-int8``, ``…@bf16``): vectors of the same model computed
+    differently are close but not equal, and one index must not mix them. The default keeps the
+    bare name, so indexes built before runtimes existed stay valid.
+    """
     if config.backend == "local":
-        return embedder_name(config.model)
+        return embedder_name(config.model) + _NUMERICS_SUFFIX.get((config.runtime, config.dtype), "")
     if config.backend == "databricks":
         return f"databricks:{config.endpoint or config.model}"
     return config.model
@@ -22,10 +32,17 @@ def embedder_identity(config: EmbeddingConfig) -> str:
 @functools.lru_cache(maxsize=4)
 def get_embedder(config: EmbeddingConfig) -> Embedder:
     """One embedder per config per process (workers reuse it across batches)."""
+    if config.backend == "local" and config.runtime != "torch":
+        from ragops.embedding.onnxrt import OnnxEmbedder
+
+        return OnnxEmbedder(config.model, quantized=config.runtime == "onnx-int8", batch_size=config.batch_size,
+                            model_name=embedder_identity(config))
     if config.backend == "local":
         from ragops.embedding.local import LocalEmbedder
 
-        return LocalEmbedder(config.model, batch_size=config.batch_size, dtype=config.dtype)
+        embedder = LocalEmbedder(config.model, batch_size=config.batch_size, dtype=config.dtype)
+        embedder.model_name = embedder_identity(config)
+        return embedder
     if config.backend == "openai":
         from ragops.embedding.remote import OpenAIEmbedder
 
@@ -39,6 +56,5 @@ def get_embedder(config: EmbeddingConfig) -> Embedder:
 
 from ragops.embedding.embed import EmbedSummary, run_embedding  # noqa: E402 - needs get_embedder above
 
-__all__ = [
-    "EmbedSummary",
-    "run_embedding","Embedder", "EmbeddingError", "ModelNotFoundError", "embedder_identity", "get_embedder", "resolve_model_path"]
+__all__ = ["EmbedSummary", "Embedder", "EmbeddingError", "ModelNotFoundError", "embedder_identity", "get_embedder",
+           "resolve_model_path", "run_embedding"]

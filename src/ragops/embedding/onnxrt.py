@@ -1,0 +1,75 @@
+"""The local embedder on ONNX Runtime (``embedding_runtime=onnx`` or ``onnx-int8``).
+
+The same model as :class:`~ragops.embedding.local.LocalEmbedder`, exported once to ONNX
+(:func:`ragops.weights.embedder.onnx_model_file`) and run without torch in the hot loop. The
+graph holds the whole sentence-transformers model after the tokenizer, so fp32 vectors agree with
+torch's to float rounding (cosine ≥ 0.99999 on SciFact); int8 trades a little agreement for speed
+(see BENCHMARKS.md, "Embedding runtimes"). The identity it stores with every vector says which
+runtime made it (``all-MiniLM-L6-v2@onnx``), so one index never mixes them.
+
+Batching follows ``SentenceTransformer.encode``: texts sorted by length (longest first), padded
+per batch, truncated at the model's ``max_seq_length``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from ragops.embedding.base import Embedder, normalize
+from ragops.weights.embedder import ONNX_INPUTS, load_tokenizer, onnx_model_file, onnx_model_info
+
+log = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's or taskset's share, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxEmbedder(Embedder):
+    def __init__(self, model: str = "all-MiniLM-L6-v2", *, quantized: bool = False, batch_size: int = 32,
+                 model_name: str, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.model_file = onnx_model_file(model, quantized=quantized)
+        info = onnx_model_info(self.model_file)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or available_cores()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # ORT warns about unused initializers in exported graphs
+        self.session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
+        self._tokenizer = load_tokenizer(model)
+        self.model_name = model_name
+        self.dimension = int(info["dimension"])
+        self.max_seq_length = int(info["max_seq_length"])
+        self.batch_size = batch_size
+        log.info("loaded ONNX embedding model %s (%d-d, %s, %d threads)", model_name, self.dimension,
+                 self.model_file, options.intra_op_num_threads)
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    def encode(self, texts: list[str], *, batch_size: int | None = None, show_progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        size = batch_size or self.batch_size
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        starts = range(0, len(texts), size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="embed", unit="batch")
+        for start in starts:
+            rows = order[start:start + size]
+            tokens = self._tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                     max_length=self.max_seq_length, return_tensors="np")
+            feed = {name: np.asarray(tokens[name], dtype=np.int64) if name in tokens
+                    else np.zeros_like(tokens["input_ids"], dtype=np.int64) for name in ONNX_INPUTS}
+            out[rows] = self.session.run(None, feed)[0]
+        return normalize(out)

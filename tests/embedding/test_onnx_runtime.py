@@ -1,0 +1,149 @@
+"""The ONNX Runtime embedder (``embedding_runtime=onnx`` / ``onnx-int8``), used for real: its vectors
+against torch's, the one-time export into the model cache, and what a runtime switch does to an
+existing index (a clear error until the next ingest run re-embeds everything)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from ragops.config import EmbeddingConfig, Settings, SettingsError
+from ragops.embedding import embedder_identity, get_embedder
+from ragops.index.search import Searcher, SearchError
+from ragops.weights import embedder as weights
+
+TEXTS = [
+    "The collector listens on port 4817 and forwards metrics over TLS.",
+    "Retention defaults to 30 days; compaction runs nightly.",
+    "Mutations in BRCA1 raise the lifetime risk of breast cancer. " * 20,  # longer than 256 wordpieces
+    "   leading and trailing whitespace   ",
+    "ok",
+]
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory):
+    """A fresh model cache for this module, so the export is really exercised (once, ~15-20 s)."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    before = os.environ.get("RAGOPS_MODEL_CACHE")
+    os.environ["RAGOPS_MODEL_CACHE"] = str(cache)
+    started = time.perf_counter()
+    weights.onnx_model_file("all-MiniLM-L6-v2", quantized=True)  # exports fp32, then quantizes it
+    export_seconds = time.perf_counter() - started
+    yield cache, export_seconds
+    get_embedder.cache_clear()
+    if before is None:
+        os.environ.pop("RAGOPS_MODEL_CACHE", None)
+    else:
+        os.environ["RAGOPS_MODEL_CACHE"] = before
+
+
+@pytest.fixture(scope="module")
+def torch_vectors():
+    return get_embedder(EmbeddingConfig()).encode(TEXTS)
+
+
+@pytest.mark.parametrize(("runtime", "min_cosine"), [("onnx", 0.9999), ("onnx-int8", 0.97)])
+def test_onnx_vectors_agree_with_torch(model_cache, torch_vectors, runtime, min_cosine):
+    embedder = get_embedder(EmbeddingConfig(runtime=runtime))
+    vectors = embedder.encode(TEXTS, batch_size=2)  # several batches, lengths sorted across them
+    assert vectors.shape == torch_vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
+    assert embedder.dimension == 384
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosines = (vectors * torch_vectors).sum(axis=1)
+    assert cosines.min() >= min_cosine, cosines
+    assert embedder.model_name == f"all-MiniLM-L6-v2@{runtime}"
+    assert embedder.encode([]).shape == (0, 384)
+    # fp32 is batch-independent; int8's dynamic quantization scales activations per batch, so a text's
+    # vector moves a little with its batch-mates
+    assert float(embedder.encode_query(TEXTS[0]) @ vectors[0]) >= (0.99999 if runtime == "onnx" else 0.99)
+
+
+def test_export_is_cached_and_written_atomically(model_cache, monkeypatch):
+    cache, export_seconds = model_cache
+    fp32 = weights.onnx_model_file("all-MiniLM-L6-v2")
+    int8 = weights.onnx_model_file("all-MiniLM-L6-v2", quantized=True)
+    assert fp32.parent.parent == int8.parent.parent == cache
+    assert int8.stat().st_size < fp32.stat().st_size / 2  # int8 weights
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temp folders left behind
+    mtimes = fp32.stat().st_mtime_ns, int8.stat().st_mtime_ns
+
+    def no_export(*_args):
+        raise AssertionError("exported again although the cache holds the model")
+
+    monkeypatch.setattr(weights, "_export_onnx", no_export)
+    monkeypatch.setattr(weights, "_quantize_onnx", no_export)
+    started = time.perf_counter()
+    assert weights.onnx_model_file("all-MiniLM-L6-v2", quantized=True) == int8
+    assert weights.onnx_model_file("all-MiniLM-L6-v2") == fp32
+    assert time.perf_counter() - started < min(1.0, export_seconds / 5)
+    assert (fp32.stat().st_mtime_ns, int8.stat().st_mtime_ns) == mtimes
+    assert weights.onnx_model_info(int8)["max_seq_length"] == 256
+
+
+def test_a_failed_export_leaves_no_model_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGOPS_MODEL_CACHE", str(tmp_path))
+
+    def crash(_source, out):
+        (out / "model.onnx").write_bytes(b"half a model")
+        raise RuntimeError("killed mid-export")
+
+    monkeypatch.setattr(weights, "_export_onnx", crash)
+    with pytest.raises(RuntimeError, match="mid-export"):
+        weights.onnx_model_file("all-MiniLM-L6-v2")
+    assert list(tmp_path.iterdir()) == []  # the next run exports from scratch
+
+
+def test_identity_names_the_numerics():
+    identities = {
+        (runtime, dtype): embedder_identity(EmbeddingConfig(runtime=runtime, dtype=dtype))
+        for runtime, dtype in [("torch", "float32"), ("torch", "bfloat16"), ("onnx", "float32"),
+                               ("onnx-int8", "float32")]
+    }
+    assert identities == {
+        ("torch", "float32"): "all-MiniLM-L6-v2",  # unchanged: existing indexes stay valid
+        ("torch", "bfloat16"): "all-MiniLM-L6-v2@bf16",
+        ("onnx", "float32"): "all-MiniLM-L6-v2@onnx",
+        ("onnx-int8", "float32"): "all-MiniLM-L6-v2@onnx-int8",
+    }
+    # the alias spelling of the packaged model is the same model
+    assert embedder_identity(EmbeddingConfig(model="sentence-transformers/all-MiniLM-L6-v2", runtime="onnx")) \
+        == "all-MiniLM-L6-v2@onnx"
+    # remote backends have no local runtime
+    assert embedder_identity(EmbeddingConfig(backend="openai", model="m", runtime="onnx")) == "m"
+
+
+@pytest.mark.parametrize(("variables", "named"), [
+    ({"embedding_runtime": "tensorrt"}, "embedding_runtime"),
+    ({"embedding_dtype": "float16"}, "embedding_dtype"),
+    ({"embedding_runtime": "onnx", "embedding_dtype": "bfloat16"}, "embedding_dtype"),
+])
+def test_bad_runtime_settings_name_the_variable(variables, named):
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_variables(variables)
+
+
+def test_switching_runtime_on_an_existing_index(model_cache, small_corpus, make_settings):
+    """Searching an index built on torch with the ONNX runtime fails clearly; the next ingest run
+    re-embeds every chunk and rebuilds the index, after which search works again."""
+    from ragops.index.build import build_index
+
+    torch_settings = make_settings(source_path=str(small_corpus))
+    first = build_index(torch_settings)
+    chunks = first["embed"].chunks
+    assert first["embed"].model == "all-MiniLM-L6-v2"
+
+    onnx_settings = make_settings(source_path=str(small_corpus), embedding_runtime="onnx")
+    with pytest.raises(SearchError, match=r"'all-MiniLM-L6-v2'.*'all-MiniLM-L6-v2@onnx'"):
+        Searcher.open(onnx_settings)
+
+    second = build_index(onnx_settings)
+    assert second["embed"].embedded == chunks  # every vector re-made, none mixed in
+    assert second["index_sync"].mode == "full"
+    hits = Searcher.open(onnx_settings).search("How long is data retained?", k=3, mode="vector")
+    assert hits and hits[0].doc_id == "guides/retention.md"
+    with pytest.raises(SearchError, match="@onnx"):
+        Searcher.open(torch_settings)  # and back: the torch query embedder no longer fits
