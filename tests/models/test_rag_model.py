@@ -136,6 +136,8 @@ def test_served_endpoint_over_http(registered, tmp_path):
             {"messages": [{"role": "user", "content": "What is the default retention period?"}]}).encode())
         assert status == 200, body
         assert body["answer"] and "guides/retention.md" in [s["doc_id"] for s in body["sources"]]
+        assert body["usage"]["completion_tokens"] > 0 and body["usage"]["prompt_tokens"] > 0
+        assert 0 < body["timings"]["ttft_s"] <= body["timings"]["total_s"]
 
         status, body = _post(f"{base}/invocations", json.dumps(
             {"dataframe_records": [{"question": "What is the capital of Mongolia?"}]}).encode())
