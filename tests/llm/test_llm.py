@@ -20,7 +20,8 @@ from ragops.weights.llm import LLMNotFoundError, resolve_llm_path
 
 @pytest.fixture(scope="module")
 def local():
-    return get_chat_model(LLMConfig(max_new_tokens=12))
+    """The transformers backend (the llama.cpp one is tested in test_llamacpp.py)."""
+    return get_chat_model(LLMConfig(backend="transformers", max_new_tokens=12))
 
 
 def test_packaged_gguf_is_converted_once_to_a_loadable_folder():
@@ -37,6 +38,8 @@ def test_local_model_generates_with_token_counts(local):
     usage = reply.usage_metadata
     assert usage["input_tokens"] > 5 and 1 <= usage["output_tokens"] <= 12
     assert reply.response_metadata["tokens_per_second"] > 0
+    timings = reply.response_metadata["timings"]
+    assert 0 < timings["ttft_s"] <= timings["total_s"]
 
 
 def test_local_model_is_deterministic_at_temperature_zero(local):

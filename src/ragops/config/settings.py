@@ -164,8 +164,10 @@ class EmbeddingConfig:
 class LLMConfig:
     """Which chat model answers, and how it generates."""
 
-    backend: str = setting("local", var="llm_backend",
-                           help="Chat model backend: local (SmolLM2 via transformers) | openai | databricks")
+    backend: str = setting(
+        "local", var="llm_backend",
+        help="Chat model backend: local (llama.cpp on GGUF weights) | transformers (torch, what fine-tuning "
+             "trains) | openai | databricks")
     model: str = setting("SmolLM2-135M-Instruct", var="llm_model", help="Chat model name or local path.")
     endpoint: str = setting("", var="llm_endpoint",
                             help="Base URL (openai) or serving endpoint name (databricks) of a hosted chat model.")
@@ -176,9 +178,12 @@ class LLMConfig:
         1.0, var="llm_repetition_penalty",
         help=">1 discourages repetition, but also penalises copying facts from the context: keep 1.0 for RAG.")
 
+    #: local = llama.cpp (GGUF), transformers = torch (safetensors); see ragops.llm.get_chat_model.
+    BACKENDS: typing.ClassVar[tuple[str, ...]] = ("local", "transformers", "openai", "databricks")
+
     def __post_init__(self) -> None:
-        if self.backend not in ("local", "openai", "databricks"):
-            raise SettingsError(f"llm_backend={self.backend!r}: use local, openai or databricks", "llm_backend")
+        if self.backend not in self.BACKENDS:
+            raise SettingsError(f"llm_backend={self.backend!r}: use {', '.join(self.BACKENDS)}", "llm_backend")
         if self.max_new_tokens < 1:
             raise SettingsError("llm_max_new_tokens must be at least 1", "llm_max_new_tokens")
 

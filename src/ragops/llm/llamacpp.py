@@ -1,0 +1,274 @@
+"""Local chat model on llama.cpp (llama-cpp-python) over GGUF weights, as a LangChain chat model.
+
+Why: on 2 CPU cores the packaged SmolLM2 Q4_1 GGUF decodes about 3x faster through llama.cpp
+than through transformers fp32, loads in a fraction of a second and takes a third of the memory
+(BENCHMARKS.md, "Local LLM backends"). The transformers backend (:mod:`ragops.llm.local`) stays:
+fine-tuning trains with it.
+
+Same prompt tokens as the transformers backend: the chat template is the GGUF's own
+``tokenizer.chat_template`` (the one transformers copies into the converted folder), rendered
+with jinja2 the way ``tokenizer.apply_chat_template`` renders it (sandboxed, ``trim_blocks`` and
+``lstrip_blocks``), and tokenized by llama.cpp with special tokens parsed and no BOS added
+(transformers' ``add_special_tokens=False``). ``tests/llm`` compares the token ids.
+
+Generation is our own loop over ``Llama.generate`` rather than ``create_completion``: it gives the
+time to the first token, exact prompt / completion token counts while streaming (llama-cpp-python's
+stream carries no usage), and the KV cache is cleared before every call, so a temperature-0 answer
+depends on nothing but its prompt (prefix reuse would evaluate the prompt in different batch splits).
+Sampling: temperature 0 is greedy; otherwise temperature + top-p only (llama.cpp's default top-k 40
+and min-p 0.05 are switched off, as transformers' backend applies neither). ``repetition_penalty``
+maps to llama.cpp's ``repeat_penalty``, which looks back 64 tokens where transformers looks at the
+whole sequence: equal at the default 1.0 (which RAG should keep).
+
+One ``Llama`` per GGUF path and process (:func:`load_gguf`), guarded by a lock: a llama.cpp
+context is not thread-safe, and the scoring server may call from several threads.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from ragops.llm.messages import to_dicts
+from ragops.llm.remote import LLMError
+from ragops.weights.llm import DEFAULT_LLM, resolve_gguf_path
+
+log = logging.getLogger(__name__)
+
+#: Context window: the chain's prompt (chain_max_context_chars 6000 ≈ 1,500 tokens, + system
+#: prompt, history and question) plus the answer fits with room; the KV cache costs ~94 MB at 4096.
+DEFAULT_N_CTX = 4096
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Half the available cores (at least one). llama.cpp's OpenMP threads spin at every one of the
+    ~300 barriers of a decode step: when any of them is descheduled (a busy or shared machine, the
+    embedder in the same process) the step waits for it. On the 2-core benchmark box one thread
+    decoded 3-5x faster than two under load, and never slower (BENCHMARKS.md); half the logical
+    cores is also llama.cpp's own advice (physical cores, not hyper-threads)."""
+    return max(1, available_cores() // 2)
+
+
+@dataclass
+class LoadedGGUF:
+    llama: Any
+    lock: threading.Lock
+    path: str
+    load_seconds: float
+    chat_template: str
+    special_tokens: dict[str, str]
+
+
+@functools.lru_cache(maxsize=4)
+def load_gguf(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 0) -> LoadedGGUF:
+    """The GGUF at ``path`` loaded once per process (and per n_ctx / n_threads)."""
+    from llama_cpp import Llama
+
+    threads = n_threads or default_threads()
+    started = time.perf_counter()
+    llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    seconds = time.perf_counter() - started
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise LLMError(f"{path} has no tokenizer.chat_template; the chat model needs one (convert with "
+                       "ragops.weights.gguf.to_gguf, which copies the base model's template)")
+
+    def piece(key: str) -> str:
+        tid = llama.metadata.get(key)
+        return "" if tid is None else llama.detokenize([int(tid)], special=True).decode("utf-8", "replace")
+
+    special = {"bos_token": piece("tokenizer.ggml.bos_token_id"), "eos_token": piece("tokenizer.ggml.eos_token_id")}
+    log.info("loaded GGUF %s in %.2fs (n_ctx %d, %d threads)", path, seconds, n_ctx, threads)
+    return LoadedGGUF(llama, threading.Lock(), path, seconds, template, special)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_template(template: str):
+    import json
+    from datetime import datetime
+
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise jinja2.exceptions.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(template)
+
+
+def render_chat(loaded: LoadedGGUF, messages: list[dict[str, str]]) -> str:
+    """The prompt text, as ``tokenizer.apply_chat_template(..., add_generation_prompt=True)`` renders it."""
+    return _compiled_template(loaded.chat_template).render(messages=messages, add_generation_prompt=True,
+                                                          **loaded.special_tokens)
+
+
+class _StopFilter:
+    """Turns a stream of decoded pieces into safe-to-emit text: holds back a tail that could be the
+    start of a stop sequence, and reports when one is complete (the text before it is emitted)."""
+
+    def __init__(self, stop: list[str] | None) -> None:
+        self.stop = [s for s in (stop or []) if s]
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        if not self.stop:
+            out, self.emitted = self.text[self.emitted:], len(self.text)
+            return out
+        hits = [i for i in (self.text.find(s, max(0, self.emitted - len(s))) for s in self.stop) if i >= 0]
+        if hits:
+            self.stopped = True
+            self.text = self.text[:min(hits)]
+            out, self.emitted = self.text[self.emitted:], len(self.text)
+            return out
+        hold = max((n for s in self.stop for n in range(min(len(s) - 1, len(self.text)), 0, -1)
+                    if self.text.endswith(s[:n])), default=0)
+        safe = len(self.text) - hold
+        out, self.emitted = self.text[self.emitted:safe], max(self.emitted, safe)
+        return out
+
+    def flush(self) -> str:
+        out, self.emitted = self.text[self.emitted:], len(self.text)
+        return out
+
+
+class LlamaCppChatModel(BaseChatModel):
+    """A GGUF model on llama.cpp behind LangChain's chat-model interface."""
+
+    model_name: str = DEFAULT_LLM
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    n_ctx: int = DEFAULT_N_CTX
+    n_threads: int = 0  # 0 = default_threads()
+    seed: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragops-local-llamacpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "top_p": self.top_p, "engine": "llama.cpp"}
+
+    def loaded(self) -> LoadedGGUF:
+        return load_gguf(str(resolve_gguf_path(self.model_name)), self.n_ctx, self.n_threads)
+
+    def warm(self) -> None:
+        self.loaded()
+
+    def prompt_tokens(self, messages: list[BaseMessage]) -> list[int]:
+        """The prompt's token ids: the chat template rendered, special tokens parsed, no BOS added."""
+        loaded = self.loaded()
+        text = render_chat(loaded, to_dicts(messages))
+        return loaded.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _tokens(self, messages: list[BaseMessage], stop: list[str] | None, **overrides: Any
+                ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(text delta, stats)``; the last item has an empty delta and the final stats."""
+        started = time.perf_counter()
+        loaded = self.loaded()
+        llama = loaded.llama
+        prompt = self.prompt_tokens(messages)
+        max_new = int(overrides.get("max_new_tokens", self.max_new_tokens))
+        n_ctx = min(llama.n_ctx(), llama.context_params.n_ctx)  # llama.cpp may pad its own up
+        if len(prompt) + max_new > n_ctx:
+            raise LLMError(f"the prompt has {len(prompt)} tokens and llm_max_new_tokens is {max_new}, more than "
+                           f"the llama.cpp context of {n_ctx} tokens; lower chain_max_context_chars")
+        temperature = float(overrides.get("temperature", self.temperature))
+        sampling: dict[str, Any] = {"temp": temperature, "top_k": 0, "min_p": 0.0, "typical_p": 1.0,
+                                    "top_p": float(overrides.get("top_p", self.top_p)) if temperature > 0 else 1.0,
+                                    "repeat_penalty": float(overrides.get("repetition_penalty",
+                                                                          self.repetition_penalty))}
+        from llama_cpp import llama_vocab_is_eog
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = _StopFilter(stop)
+        n_out, first, finish = 0, None, "length"
+        with loaded.lock:
+            llama.reset()
+            llama.set_seed(int(overrides.get("seed", self.seed)))
+            for token in llama.generate(prompt, reset=True, **sampling):
+                if first is None:
+                    first = time.perf_counter()
+                if llama_vocab_is_eog(llama._model.vocab, token):  # end of turn (<|im_end|>) or of text
+                    finish = "stop"
+                    break
+                n_out += 1
+                delta = stops.feed(decoder.decode(llama.detokenize([token], special=False)))
+                if delta:
+                    yield delta, {}
+                if stops.stopped:
+                    finish = "stop"
+                    break
+                if n_out >= max_new:
+                    break
+            tail = stops.flush() if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+        if tail:
+            yield tail, {}
+        ended = time.perf_counter()
+        ttft = (first or ended) - started
+        decode = ended - (first or ended)
+        yield "", {
+            "usage": {"input_tokens": len(prompt), "output_tokens": n_out, "total_tokens": len(prompt) + n_out},
+            "metadata": {
+                "model_name": self.model_name, "engine": "llama.cpp", "finish_reason": finish,
+                "generation_seconds": round(ended - started, 4),
+                "tokens_per_second": round(n_out / (ended - started), 2) if ended > started else None,
+                "timings": {"ttft_s": round(ttft, 4), "total_s": round(ended - started, 4),
+                            "decode_tokens_per_second": round((n_out - 1) / decode, 2) if n_out > 1 and decode > 0
+                            else None},
+            },
+        }
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        parts: list[str] = []
+        stats: dict[str, Any] = {}
+        for delta, info in self._tokens(messages, stop, **kwargs):
+            parts.append(delta)
+            stats = info or stats
+        message = AIMessage(content="".join(parts).strip(), usage_metadata=stats["usage"],
+                            response_metadata=stats["metadata"])
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for delta, stats in self._tokens(messages, stop, **kwargs):
+            if delta:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
+                if run_manager:
+                    run_manager.on_llm_new_token(delta, chunk=chunk)
+                yield chunk
+            else:
+                yield ChatGenerationChunk(message=AIMessageChunk(
+                    content="", usage_metadata=stats["usage"], response_metadata=stats["metadata"]))

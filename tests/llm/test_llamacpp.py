@@ -1,0 +1,96 @@
+"""The llama.cpp backend (``llm_backend=local``) on the real packaged SmolLM2 GGUF: prompt tokens
+identical to the transformers backend's, stop sequences, streaming, token counts, determinism."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+pytest.importorskip("llama_cpp")
+
+from ragops.config import LLMConfig, SettingsError  # noqa: E402
+from ragops.llm import get_chat_model, llm_identity  # noqa: E402
+from ragops.llm.llamacpp import LlamaCppChatModel, _StopFilter, default_threads, load_gguf  # noqa: E402
+from ragops.llm.messages import to_dicts  # noqa: E402
+from ragops.llm.remote import LLMError  # noqa: E402
+
+CHAT = [SystemMessage("You are a documentation assistant. Answer from the context only."),
+        HumanMessage("Context:\n[1] Retention — raw samples are kept for 30 days, rollups 2 years.\n\n"
+                     "Question: How long are raw samples kept? Ünïcödé ✓")]
+
+
+@pytest.fixture(scope="module")
+def llm() -> LlamaCppChatModel:
+    model = get_chat_model(LLMConfig(max_new_tokens=16))
+    assert isinstance(model, LlamaCppChatModel)
+    return model
+
+
+def test_local_is_llama_cpp_and_identity_names_engine_and_format(llm):
+    assert llm_identity(LLMConfig()) == "local[llama.cpp/gguf]:SmolLM2-135M-Instruct"
+    assert llm_identity(LLMConfig(backend="transformers")) == "transformers[transformers/safetensors]:SmolLM2-135M-Instruct"
+    with pytest.raises(SettingsError, match="local, transformers, openai, databricks"):
+        LLMConfig(backend="onnx")
+    loaded = llm.loaded()
+    assert loaded is llm.loaded()  # one Llama per GGUF and process
+    assert loaded.llama.n_ctx() >= 4096 and loaded.llama.context_params.n_threads == default_threads()
+
+
+@pytest.mark.parametrize("messages", [CHAT, [HumanMessage("Name a colour.")],
+                                      [*CHAT, AIMessage("30 days [1]."), HumanMessage("And rollups?")]])
+def test_prompt_tokens_are_the_transformers_backends(llm, messages):
+    from transformers import AutoTokenizer
+
+    from ragops.weights.llm import resolve_llm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_llm_path("SmolLM2-135M-Instruct")))  # what it loads
+    theirs = tokenizer.apply_chat_template(to_dicts(messages), add_generation_prompt=True, return_dict=True)
+    assert llm.prompt_tokens(messages) == list(theirs["input_ids"])
+
+
+def test_generates_with_real_token_counts_and_timings(llm):
+    reply = llm.invoke(CHAT)
+    assert isinstance(reply.content, str) and reply.content
+    usage = reply.usage_metadata
+    assert usage["input_tokens"] == len(llm.prompt_tokens(CHAT))
+    assert 1 <= usage["output_tokens"] <= 16 and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    meta = reply.response_metadata
+    assert meta["engine"] == "llama.cpp" and meta["finish_reason"] in ("stop", "length")
+    assert 0 < meta["timings"]["ttft_s"] <= meta["timings"]["total_s"]
+
+
+def test_temperature_zero_is_deterministic_and_sampling_is_seeded(llm):
+    assert llm.invoke(CHAT).content == llm.invoke(CHAT).content
+    a = llm.invoke("Tell me a story.", temperature=1.2, seed=7).content
+    assert a == llm.invoke("Tell me a story.", temperature=1.2, seed=7).content
+
+
+def test_stream_deltas_concatenate_to_the_answer(llm):
+    chunks = list(llm.stream(CHAT))
+    deltas = [str(c.content) for c in chunks if c.content]
+    assert len(deltas) >= 2
+    assert "".join(deltas).strip() == llm.invoke(CHAT).content
+    usage = [c.usage_metadata for c in chunks if c.usage_metadata]
+    assert usage and usage[-1]["input_tokens"] == len(llm.prompt_tokens(CHAT)) and usage[-1]["output_tokens"] >= 2
+
+
+def test_stop_sequences_cut_the_answer_in_invoke_and_stream(llm):
+    full = llm.invoke(CHAT).content
+    word = full.split()[2]  # a word inside the answer
+    cut = llm.invoke(CHAT, stop=[word]).content
+    assert word not in cut and full.startswith(cut)
+    streamed = "".join(str(c.content) for c in llm.stream(CHAT, stop=[word]))
+    assert streamed.strip() == cut
+
+
+def test_stop_filter_holds_back_a_possible_stop_prefix():
+    f = _StopFilter(["</s>"])
+    assert f.feed("ab<") == "ab" and f.feed("/") == "" and f.feed("x") == "</x"
+    assert f.feed("y</s>z") == "y" and f.stopped
+
+
+def test_a_prompt_longer_than_the_context_is_refused_with_the_numbers():
+    small = LlamaCppChatModel(n_ctx=64, max_new_tokens=8)
+    with pytest.raises(LLMError, match=r"prompt has \d+ tokens .* context of 64 tokens"):
+        small.invoke(CHAT)
+    load_gguf.cache_clear()  # do not keep the small context around for other tests
