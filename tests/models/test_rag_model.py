@@ -19,6 +19,7 @@ import pytest
 
 from ragops.chain import DONT_KNOW
 from ragops.config import Settings
+from ragops.llm import llm_identity
 from ragops.models.log import log_chain
 from ragops.models.registry import ModelNotRegisteredError, alias_version, default_model_uri, promote
 from ragops.tracking import configure_mlflow
@@ -42,7 +43,8 @@ def test_new_versions_are_challengers_with_lineage(registered):
     assert alias_version(settings, "challenger") == logged.version
     assert mv.tags["index_snapshot"] == logged.lineage["index_snapshot"]
     assert mv.tags["index_source_version"] == str(logged.lineage["index_source_version"])
-    assert mv.tags["prompt"] == "rag_answer@production" and mv.tags["llm"] == "local:SmolLM2-135M-Instruct"
+    assert mv.tags["prompt"] == "rag_answer@production" and mv.tags["llm"] == llm_identity(settings.llm)
+    assert mv.tags["llm"].endswith(":SmolLM2-135M-Instruct")
     assert len(mv.tags["chain_config_hash"]) == 12
 
 

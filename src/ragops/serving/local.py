@@ -262,15 +262,17 @@ def scoring_server_command(settings: Settings, model_uri: str, host: str, port: 
 
     configure_mlflow(settings, experiment=False)
     bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH: use this venv's
-    threads = str(worker_threads(workers))
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
            "MLFLOW_TRACKING_URI": settings.tracking_uri,
            # CPU generation can take a while; MLflow's default request timeout is 60 s.
-           "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(request_timeout_s),
-           # N workers each running a model on every core would fight over them: share the cores out
-           # (torch and the ONNX runtime read OMP_NUM_THREADS; llama.cpp reads RAGOPS_LLM_THREADS).
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads),
-           "RAGOPS_LLM_THREADS": os.environ.get("RAGOPS_LLM_THREADS", threads)}
+           "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(request_timeout_s)}
+    if workers > 1:
+        # N workers each running a model on every core would fight over them: share the cores out
+        # (torch reads OMP_NUM_THREADS; llama.cpp RAGOPS_LLM_THREADS). One worker keeps each
+        # backend's own default (llama.cpp's is half the cores, see ragops.llm.llamacpp).
+        threads = str(worker_threads(workers))
+        env.setdefault("OMP_NUM_THREADS", threads)
+        env.setdefault("RAGOPS_LLM_THREADS", threads)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
            "-h", host, "-p", str(port), "-w", str(workers)]
     return cmd, env
