@@ -4,7 +4,7 @@
 
 - ``local``: llama.cpp on GGUF weights (:mod:`ragops.llm.llamacpp`) — the packaged SmolLM2 Q4_1
   as is, or a fine-tuned transformers folder converted once to F16 GGUF. The fast default on CPU
-  (BENCHMARKS.md, "Local LLM backends").
+  (BENCHMARKS.md, section 8).
 - ``transformers``: the same model through torch (:mod:`ragops.llm.local`), fp32 safetensors;
   what fine-tuning trains and evaluates with.
 - ``openai``: any OpenAI-compatible server; ``databricks``: Databricks Model Serving.

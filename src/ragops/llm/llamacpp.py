@@ -1,8 +1,9 @@
 """Local chat model on llama.cpp (llama-cpp-python) over GGUF weights, as a LangChain chat model.
 
 Why: on 2 CPU cores the packaged SmolLM2 Q4_1 GGUF decodes about 3x faster through llama.cpp
-than through transformers fp32, loads in a fraction of a second and takes a third of the memory
-(BENCHMARKS.md, "Local LLM backends"). The transformers backend (:mod:`ragops.llm.local`) stays:
+than through transformers fp32 on a quiet machine (28x on a busy one), loads in a fraction of a
+second, takes a third of the memory and needs no torch (BENCHMARKS.md, section 8). Prefill is
+compute-bound on both engines, so the time to the first token is about the same. The transformers backend (:mod:`ragops.llm.local`) stays:
 fine-tuning trains with it.
 
 Same prompt tokens as the transformers backend: the chat template is the GGUF's own
