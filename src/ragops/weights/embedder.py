@@ -100,9 +100,9 @@ def onnx_model_file(name: str, *, quantized: bool = False) -> Path:
     (7-bit) range, uint8 activations scaled per batch. One format for every CPU, on purpose: the
     vectors of ``…@onnx-int8`` must not depend on the machine that exported them. The 7-bit range
     is what makes that hold: AVX2's u8×s8 pair sums (``vpmaddubsw``) saturate at 16 bits, and
-    2 × 255 × 63 stays below, so AVX2, AVX-512 (VNNI or not) and ARM compute the same integers.
-    On this AVX2 machine u8s8 ran about 1.7× faster than the u8u8 format (optimum's ``avx2``
-    config), at a cosine to torch of 0.993 instead of 0.994.
+    2 × 255 × 63 stays below, so AVX2, AVX-512 (VNNI or not) and ARM should compute the same
+    integers. On this AVX2 machine u8s8 ran 1.5× torch, the u8u8 format (optimum's ``avx2``
+    config) about 1.1×, at a cosine to torch of 0.993 vs 0.994 (BENCHMARKS.md §7).
     """
     source = resolve_model_path(name)
     stem = "all-MiniLM-L6-v2" if name in PACKAGED_MODELS else source.resolve().name
