@@ -71,7 +71,8 @@ class Searcher:
             raise SearchError(
                 f"index snapshot {snapshot.manifest.snapshot_id} was built with embedding model {want!r}, "
                 f"but this target is configured for {embedder_identity(settings.embedding)!r}; "
-                "re-run the ingest job or set --var embedding_model"
+                "re-run the ingest job, or set --var embedding_model / embedding_runtime / embedding_dtype to what "
+                "the snapshot was built with"
             )
         embedder = get_embedder(settings.embedding) if len(snapshot.rows) else None
         return cls.for_config(snapshot, embedder, settings.index)

