@@ -27,6 +27,7 @@ context is not thread-safe, and the scoring server may call from several threads
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import functools
 import logging
@@ -88,6 +89,9 @@ def load_gguf(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 0) -> Load
     threads = n_threads or default_threads()
     started = time.perf_counter()
     llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    # Free it before interpreter teardown: Llama.__del__ at exit finds llama.cpp's bindings gone and
+    # prints a TypeError traceback after every `ragops ask`.
+    atexit.register(llama.close)
     seconds = time.perf_counter() - started
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
