@@ -94,3 +94,10 @@ def test_a_prompt_longer_than_the_context_is_refused_with_the_numbers():
     with pytest.raises(LLMError, match=r"prompt has \d+ tokens .* context of 64 tokens"):
         small.invoke(CHAT)
     load_gguf.cache_clear()  # do not keep the small context around for other tests
+
+
+def test_thread_count_defaults_to_half_the_cores_and_follows_the_serving_override(monkeypatch):
+    monkeypatch.delenv("RAGOPS_LLM_THREADS", raising=False)
+    assert default_threads() >= 1
+    monkeypatch.setenv("RAGOPS_LLM_THREADS", "3")
+    assert default_threads() == 3

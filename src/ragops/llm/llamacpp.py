@@ -67,7 +67,10 @@ def default_threads() -> int:
     ~300 barriers of a decode step: when any of them is descheduled (a busy or shared machine, the
     embedder in the same process) the step waits for it. On the 2-core benchmark box one thread
     decoded 3-5x faster than two under load, and never slower (BENCHMARKS.md); half the logical
-    cores is also llama.cpp's own advice (physical cores, not hyper-threads)."""
+    cores is also llama.cpp's own advice (physical cores, not hyper-threads). ``RAGOPS_LLM_THREADS``
+    overrides it (``ragops serve --workers N`` sets it to share the cores between workers)."""
+    if os.environ.get("RAGOPS_LLM_THREADS", "").strip():
+        return max(1, int(os.environ["RAGOPS_LLM_THREADS"]))
     return max(1, available_cores() // 2)
 
 
