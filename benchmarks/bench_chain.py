@@ -168,7 +168,9 @@ def main() -> None:
 
     result = {"benchmark": "bench_chain", "date": now_iso(), "argv": sys.argv, "load_before": loadavg(),
               "machine": machine_info()}
-    settings = settings_for(args.root, REPO_ROOT / "data" / "corpus", llm_max_new_tokens=args.max_new_tokens)
+    # Chain vs bare model.generate on the same prompts is a transformers comparison (bare_generate_tps).
+    settings = settings_for(args.root, REPO_ROOT / "data" / "corpus", llm_max_new_tokens=args.max_new_tokens,
+                            llm_backend="transformers")
     if not (settings.index_root / "CURRENT").exists():
         build_index(settings)
     logged = log_chain(settings)

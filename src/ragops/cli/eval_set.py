@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, replace
 
 from ragops.cli.common import add_common, load_settings
+from ragops.config import LLMConfig
 
 
 def _print_version(args: argparse.Namespace, registered, extra: dict | None = None) -> None:
@@ -78,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=cmd_register)
     p = esub.add_parser("synthesize", help="an LLM writes questions about the indexed chunks; registered as NAME")
     p.add_argument("name")
-    p.add_argument("--llm-backend", choices=["local", "openai", "databricks"],
+    p.add_argument("--llm-backend", choices=list(LLMConfig.BACKENDS),
                    help="default: the llm_backend variable")
     p.add_argument("--llm-model", help="default: the llm_model variable")
     p.add_argument("--llm-endpoint", help="base URL (openai) or serving endpoint (databricks)")

@@ -254,7 +254,7 @@ class EvaluationConfig:
     ndcg_k: int = setting(10, var="eval_ndcg_k", help="Cut-off of nDCG.")
     judge_backend: str = setting(
         "", var="judge_backend",
-        help="LLM-as-judge metrics when set: local | openai | databricks (empty = code-based metrics only).")
+        help="LLM-as-judge metrics when set: local | transformers | openai | databricks (empty = code-based metrics only).")
     judge_model: str = setting("", var="judge_model", help="Judge model (empty = the local chat model).")
     judge_endpoint: str = setting("", var="judge_endpoint", help="Judge endpoint (base URL or serving endpoint).")
 
