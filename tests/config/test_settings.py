@@ -18,7 +18,7 @@ from ragops.config import (
 
 #: Valid non-default values for settings whose values are validated in __post_init__.
 CHOICES = {"engine": "spark", "chunk_strategy": "token", "llm_backend": "openai", "chain_search_mode": "keyword",
-           "eval_harness": "direct"}
+           "eval_harness": "direct", "embedding_dtype": "bfloat16", "embedding_runtime": "onnx"}
 
 
 def other_value(info: SettingInfo) -> str:
@@ -150,11 +150,11 @@ def test_config_hash_is_stable_and_sensitive():
 
 def test_default_config_hashes_did_not_change():
     """Chunk ids and snapshot manifests carry these hashes: declaring settings must not change them.
-    (EmbeddingConfig's is hashed nowhere; it changed when its unused ``normalize`` field went: every
-    Embedder L2-normalises, as the index's inner-product = cosine relies on.)"""
+    (EmbeddingConfig's is hashed nowhere; it changed when its unused ``normalize`` field went and when
+    ``runtime`` came: the vectors' identity is ``embedder_identity``, not this hash.)"""
     assert {cls.__name__: config_hash(cls()) for cls in (IngestConfig, ChunkingConfig, EmbeddingConfig, LLMConfig,
                                                          IndexConfig, ChainConfig)} == {
-        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "4d560b3c4755",
+        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "44d7c6ff468f",
         "LLMConfig": "89961a998a31", "IndexConfig": "7f13accc35c6", "ChainConfig": "1003e6eb873b"}
 
 

@@ -35,7 +35,7 @@ def test_rag_chain_job_registers_evaluates_and_promotes_and_ask_uses_it(built):
     assert alias_version(settings, "champion") == summary["version"]
     assert "rag_chain_job.evaluate → evaluate_job.evaluate succeeded" in proc.stderr
 
-    ask = ragops("ask", "What is the default retention period for raw samples?", "--json", "--var", root,
+    ask = ragops("ask", "What is the default retention period for raw samples?", "--json", "--trace", "--var", root,
                  "--model-uri", f"models:/rag_chain/{summary['version']}")
     assert ask.returncode == 0, ask.stderr[-3000:]
     out = json.loads(ask.stdout)
