@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from ragops.llm.base import LocalChatBase
 from ragops.llm.messages import to_dicts
 from ragops.llm.remote import LLMError
-from ragops.weights.llm import DEFAULT_LLM, resolve_gguf_path
+from ragops.weights.llm import resolve_gguf_path
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +167,9 @@ class _StopFilter:
         return out
 
 
-class LlamaCppChatModel(BaseChatModel):
+class LlamaCppChatModel(LocalChatBase):
     """A GGUF model on llama.cpp behind LangChain's chat-model interface."""
 
-    model_name: str = DEFAULT_LLM
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int = 0  # 0 = default_threads()
     seed: int = 0

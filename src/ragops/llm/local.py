@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from ragops.llm.base import LocalChatBase
 from ragops.llm.messages import to_dicts, truncate_at_stop
-from ragops.weights.llm import DEFAULT_LLM, resolve_llm_path
+from ragops.weights.llm import resolve_llm_path
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,9 @@ def _timings(started: float, first: float | None, ended: float, n_out: int) -> d
             "decode_tokens_per_second": round((n_out - 1) / decode, 2) if n_out > 1 and decode > 0 else None}
 
 
-class LocalChatModel(BaseChatModel):
+class LocalChatModel(LocalChatBase):
     """A transformers causal LM behind LangChain's chat-model interface."""
 
-    model_name: str = DEFAULT_LLM
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
     device: str = "auto"
 
     @property
