@@ -9,6 +9,7 @@ import mlflow
 import pytest
 
 from ragops.config import Settings
+from ragops.models import registry
 from ragops.models.log import log_chain
 from ragops.models.registry import alias_version
 from ragops.serving import local
@@ -90,9 +91,9 @@ def test_the_light_lookup_agrees_with_the_registry(registered, monkeypatch):
     light = resolve_version(settings, "challenger")[0]
 
     def other_schema(*args):
-        raise local.sqlite3.OperationalError("no such table: registered_model_aliases")
+        raise registry.sqlite3.OperationalError("no such table: registered_model_aliases")
 
-    monkeypatch.setattr(local, "_sqlite_lookup", other_schema)  # falls back to MLflow's client
+    monkeypatch.setattr(registry, "_sqlite_lookup", other_schema)  # falls back to MLflow's client
     assert resolve_version(settings, "challenger")[0] == light
 
 

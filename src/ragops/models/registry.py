@@ -2,7 +2,9 @@
 
 This module is the one place that spells the model's name (:func:`model_name`, from
 :attr:`Settings.registered_model_name`) and turns an alias, a version number or a ``models:/`` URI
-into a version (:func:`resolve`, :func:`alias_version`).
+into a version (:func:`resolve`, :func:`alias_version`, and :func:`resolve_version`, which
+``ragops ask`` uses: one read-only query of a local sqlite registry instead of MLflow's import and
+store, MLflow's client for any other registry or an unexpected schema).
 
 "Not found" is told apart from every other failure: only MLflow's "no such resource" answers read
 as "no such alias / version" (:func:`is_not_found`); an auth, network or server error propagates.
@@ -15,13 +17,18 @@ sqlite and file stores, so that code counts as "not found" only with that messag
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 from ragops.config import Settings
 from ragops.errors import RagopsError
 from ragops.tracking import NOT_FOUND_CODES, configure_mlflow, is_not_found  # noqa: F401 - re-exported
 
 PREVIOUS_CHAMPION_TAG = "previous_champion_version"
+#: The aliases tried, in order, when no model is named: a promoted chain, else one logged but not promoted.
+DEFAULT_ALIASES = ("champion", "challenger")
 
 
 class ModelNotRegisteredError(RagopsError, LookupError):
@@ -88,19 +95,15 @@ def resolve(settings: Settings, ref: str | int) -> tuple[str, str | None]:
     alias, or a runs:/ or file URI. Bare aliases and versions refer to this target's chain.
     """
     ref = str(ref).strip()
+    parsed = _parse(settings, ref)
+    if parsed is None:  # runs:/…, file:…, a path: not a registry reference
+        return ref, None
+    name, alias, version = parsed
     if not ref.startswith("models:/"):
-        if "/" in ref or ":" in ref:  # runs:/…, file:…, a path: not a registry reference
-            return ref, None
-        ref = f"models:/{model_name(settings)}" + (f"/{ref}" if ref.isdigit() else f"@{ref.removeprefix('@')}")
-    rest = ref[len("models:/"):]
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
+        ref = f"models:/{name}" + (f"/{version}" if version else f"@{alias}")
+    if alias is not None:
         version = alias_version(settings, alias, name)
         if version is None:
-            return ref, None
-    else:
-        name, _, version = rest.rpartition("/")
-        if not name or not version.isdigit():
             return ref, None
     return f"models:/{name}/{version}", version
 
@@ -111,14 +114,107 @@ resolve_model_uri = resolve
 
 def default_model_uri(settings: Settings) -> str:
     """``@champion`` if one exists, else ``@challenger`` (a chain logged but not yet promoted)."""
-    name = model_name(settings)
-    for alias in ("champion", "challenger"):
-        if alias_version(settings, alias) is not None:
-            return f"models:/{name}@{alias}"
-    raise ModelNotRegisteredError(
-        f"no version of {name!r} has a champion or challenger alias in {settings.tracking_uri}; "
-        "run `ragops bundle run rag_chain_job` first"
-    )
+    return resolve_version(settings, None)[1]
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered version: what the cache is keyed by (name, version) and checked against (source)."""
+
+    name: str
+    version: str
+    source: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def _parse(settings: Settings, model_uri: str) -> tuple[str, str | None, str | None] | None:
+    """``models:/name@alias`` / ``models:/name/3`` / ``champion`` / ``3`` → (name, alias, version);
+    None for what is not a registry reference (runs:/, a path)."""
+    ref = str(model_uri).strip()
+    if not ref.startswith("models:/"):
+        if "/" in ref or ":" in ref:
+            return None
+        return (model_name(settings), None, ref) if ref.isdigit() else (model_name(settings), ref.lstrip("@"), None)
+    rest = ref[len("models:/"):]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, alias, None
+    name, _, version = rest.rpartition("/")
+    return (name, None, version) if name and version.isdigit() else None
+
+
+def _sqlite_path(settings: Settings) -> Path | None:
+    uri = settings.tracking_uri
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _sqlite_lookup(db: Path, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
+    """One read-only query of MLflow's sqlite registry (tables ``registered_model_aliases`` and
+    ``model_versions``, unchanged since MLflow 2.3; checked against 3.17). Raises ``sqlite3.Error``
+    when the schema is not that one, so the caller falls back to MLflow's client."""
+    live = "(mv.current_stage IS NULL OR mv.current_stage != 'Deleted_Internal')"
+    if alias is not None:
+        sql = ("SELECT mv.version, mv.source FROM registered_model_aliases a JOIN model_versions mv "
+               f"ON mv.name = a.name AND mv.version = a.version WHERE a.name = ? AND a.alias = ? AND {live}")
+        args: tuple[Any, ...] = (name, alias)
+    else:
+        sql = f"SELECT mv.version, mv.source FROM model_versions mv WHERE mv.name = ? AND mv.version = ? AND {live}"
+        args = (name, int(version or 0))
+    with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
+        rows = conn.execute(sql, args).fetchall()
+    if len(rows) > 1:  # several workspaces in one store: let MLflow pick
+        raise sqlite3.OperationalError("ambiguous")
+    return ModelVersionRef(name, str(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+def _mlflow_lookup(settings: Settings, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
+    from mlflow.exceptions import MlflowException
+
+    client = configure_mlflow(settings, experiment=False)
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return ModelVersionRef(name, str(mv.version), str(mv.source))
+
+
+def lookup_version(settings: Settings, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
+    """The registered version an alias (or a version number) names, with the lightest call that
+    answers: sqlite directly for a local registry, else MLflow's client. None when there is none."""
+    db = _sqlite_path(settings)
+    if db is not None and db.exists():
+        try:
+            return _sqlite_lookup(db, name, alias, version)
+        except sqlite3.Error:
+            pass
+    return _mlflow_lookup(settings, name, alias, version)
+
+
+def resolve_version(settings: Settings, model_uri: str | None) -> tuple[ModelVersionRef | None, str]:
+    """``model_uri`` (default ``@champion``, else ``@challenger``) → (its registered version, the URI
+    asked for); the version is None when ``model_uri`` is not a registry reference. Raises
+    ``ModelNotRegisteredError`` when it names none."""
+    if model_uri is None:
+        name = model_name(settings)
+        for alias in DEFAULT_ALIASES:
+            ref = lookup_version(settings, name, alias, None)
+            if ref is not None:
+                return ref, f"models:/{name}@{alias}"
+        raise ModelNotRegisteredError(
+            f"no version of {name!r} has a champion or challenger alias in {settings.tracking_uri}; "
+            "run `ragops bundle run rag_chain_job` first")
+    parsed = _parse(settings, model_uri)
+    if parsed is None:
+        return None, model_uri
+    ref = lookup_version(settings, *parsed)
+    if ref is None:
+        raise ModelNotRegisteredError(f"{model_uri!r} names no registered version in {settings.tracking_uri}")
+    return ref, model_uri
 
 
 def promote(settings: Settings, version: str | None = None, from_alias: str = "challenger",

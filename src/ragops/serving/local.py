@@ -6,8 +6,8 @@ spent, ~2.5 s was importing MLflow, ~2 s opening its sqlite store (twice: alias 
 ``mlflow.pyfunc.load_model`` (environment checks, then the embedder, the LLM and the index), and
 the rest answering. So ``ask``:
 
-1. resolves the alias → version with one read-only query of the local sqlite registry (MLflow's own
-   client for any other registry, or when that schema is not the one expected);
+1. resolves the alias → version with :func:`ragops.models.registry.resolve_version` (one read-only
+   query of a local sqlite registry; MLflow's own client for any other);
 2. downloads the model version's artifacts once, into ``<root>/cache/models/<name>/<version>/``
    (MLflow's ``download_artifacts``), then reuses that folder — a version's artifacts never change;
    the cache records the version's ``source`` and is refreshed if the registry says otherwise
@@ -25,127 +25,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ragops.config import Settings
+from ragops.models.registry import ModelVersionRef, resolve_version
 
 SOURCE_FIELDS = ("doc_id", "source_uri", "chunk_id", "score")
-#: The aliases ``ragops ask`` tries, in order, when no model URI is given (as registry.default_model_uri).
-DEFAULT_ALIASES = ("champion", "challenger")
 CACHE_MARKER = "ragops-cache.json"
-
-
-@dataclass(frozen=True)
-class ModelVersionRef:
-    """A registered version: what the cache is keyed by (name, version) and checked against (source)."""
-
-    name: str
-    version: str
-    source: str
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
-def _parse(settings: Settings, model_uri: str) -> tuple[str, str | None, str | None] | None:
-    """``models:/name@alias`` / ``models:/name/3`` / ``champion`` / ``3`` → (name, alias, version);
-    None for what is not a registry reference (runs:/, a path)."""
-    from ragops.models.registry import model_name
-
-    ref = str(model_uri).strip()
-    if not ref.startswith("models:/"):
-        if "/" in ref or ":" in ref:
-            return None
-        return (model_name(settings), None, ref) if ref.isdigit() else (model_name(settings), ref.lstrip("@"), None)
-    rest = ref[len("models:/"):]
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        return name, alias, None
-    name, _, version = rest.rpartition("/")
-    return (name, None, version) if name and version.isdigit() else None
-
-
-def _sqlite_path(settings: Settings) -> Path | None:
-    uri = settings.tracking_uri
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-
-
-def _sqlite_lookup(db: Path, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
-    """One read-only query of MLflow's sqlite registry (tables ``registered_model_aliases`` and
-    ``model_versions``, unchanged since MLflow 2.3; checked against 3.17). Raises ``sqlite3.Error``
-    when the schema is not that one, so the caller falls back to MLflow's client."""
-    live = "(mv.current_stage IS NULL OR mv.current_stage != 'Deleted_Internal')"
-    if alias is not None:
-        sql = ("SELECT mv.version, mv.source FROM registered_model_aliases a JOIN model_versions mv "
-               f"ON mv.name = a.name AND mv.version = a.version WHERE a.name = ? AND a.alias = ? AND {live}")
-        args: tuple[Any, ...] = (name, alias)
-    else:
-        sql = f"SELECT mv.version, mv.source FROM model_versions mv WHERE mv.name = ? AND mv.version = ? AND {live}"
-        args = (name, int(version or 0))
-    with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
-        rows = conn.execute(sql, args).fetchall()
-    if len(rows) > 1:  # several workspaces in one store: let MLflow pick
-        raise sqlite3.OperationalError("ambiguous")
-    return ModelVersionRef(name, str(rows[0][0]), str(rows[0][1])) if rows else None
-
-
-def _mlflow_lookup(settings: Settings, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
-    from mlflow.exceptions import MlflowException
-
-    from ragops.tracking import configure_mlflow, is_not_found
-
-    client = configure_mlflow(settings, experiment=False)
-    try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    return ModelVersionRef(name, str(mv.version), str(mv.source))
-
-
-def lookup_version(settings: Settings, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
-    """The registered version an alias (or a version number) names, with the lightest call that
-    answers: sqlite directly for a local registry, else MLflow's client. None when there is none."""
-    db = _sqlite_path(settings)
-    if db is not None and db.exists():
-        try:
-            return _sqlite_lookup(db, name, alias, version)
-        except sqlite3.Error:
-            pass
-    return _mlflow_lookup(settings, name, alias, version)
-
-
-def resolve_version(settings: Settings, model_uri: str | None) -> tuple[ModelVersionRef | None, str]:
-    """``model_uri`` (default ``@champion``, else ``@challenger``) → (its registered version, the URI
-    asked for); the version is None when ``model_uri`` is not a registry reference. Raises
-    ``ModelNotRegisteredError`` when it names none."""
-    from ragops.models.registry import ModelNotRegisteredError, model_name
-
-    if model_uri is None:
-        name = model_name(settings)
-        for alias in DEFAULT_ALIASES:
-            ref = lookup_version(settings, name, alias, None)
-            if ref is not None:
-                return ref, f"models:/{name}@{alias}"
-        raise ModelNotRegisteredError(
-            f"no version of {name!r} has a champion or challenger alias in {settings.tracking_uri}; "
-            "run `ragops bundle run rag_chain_job` first")
-    parsed = _parse(settings, model_uri)
-    if parsed is None:
-        return None, model_uri
-    ref = lookup_version(settings, *parsed)
-    if ref is None:
-        raise ModelNotRegisteredError(f"{model_uri!r} names no registered version in {settings.tracking_uri}")
-    return ref, model_uri
 
 
 def model_cache_dir(settings: Settings, ref: ModelVersionRef) -> Path:
