@@ -14,22 +14,14 @@ per batch, truncated at the model's ``max_seq_length``.
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
+from ragops.cpu import available_cores
 from ragops.embedding.base import Embedder, normalize
 from ragops.weights.embedder import ONNX_INPUTS, load_tokenizer, onnx_model_file, onnx_model_info
 
 log = logging.getLogger(__name__)
-
-
-def available_cores() -> int:
-    """Cores this process may run on (a container's or taskset's share, not the host's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class OnnxEmbedder(Embedder):

@@ -42,6 +42,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from ragops.cpu import available_cores
 from ragops.llm.base import LocalChatBase
 from ragops.llm.messages import to_dicts
 from ragops.llm.remote import LLMError
@@ -52,14 +53,6 @@ log = logging.getLogger(__name__)
 #: Context window: the chain's prompt (chain_max_context_chars 6000 ≈ 1,500 tokens, + system
 #: prompt, history and question) plus the answer fits with room; the KV cache costs ~94 MB at 4096.
 DEFAULT_N_CTX = 4096
-
-
-def available_cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def default_threads() -> int:

@@ -139,11 +139,9 @@ def ask_pyfunc(settings: Settings, question: str, model_uri: str, *, trace: bool
 
 def worker_threads(workers: int) -> int:
     """CPU threads each scoring-server worker's model may use: the cores shared out, at least one."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, workers))
+    from ragops.cpu import available_cores
+
+    return max(1, available_cores() // max(1, workers))
 
 
 def scoring_server_command(settings: Settings, model_uri: str, host: str, port: int, workers: int = 1,
