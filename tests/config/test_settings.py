@@ -18,7 +18,8 @@ from ragops.config import (
 
 #: Valid non-default values for settings whose values are validated in __post_init__.
 CHOICES = {"engine": "spark", "chunk_strategy": "token", "llm_backend": "openai", "chain_search_mode": "keyword",
-           "eval_harness": "direct", "embedding_dtype": "bfloat16", "embedding_runtime": "onnx"}
+           "eval_harness": "direct", "embedding_dtype": "bfloat16", "embedding_runtime": "onnx",
+           "llm_gguf_type": "q8_0"}
 
 
 def other_value(info: SettingInfo) -> str:
@@ -151,11 +152,13 @@ def test_config_hash_is_stable_and_sensitive():
 def test_default_config_hashes_did_not_change():
     """Chunk ids and snapshot manifests carry these hashes: declaring settings must not change them.
     (EmbeddingConfig's is hashed nowhere; it changed when its unused ``normalize`` field went and when
-    ``runtime`` came: the vectors' identity is ``embedder_identity``, not this hash.)"""
+    ``runtime`` came: the vectors' identity is ``embedder_identity``, not this hash. LLMConfig's, and
+    with it ChainConfig's, changed when ``gguf_type`` came: the default weights moved from Q4_1 to F16,
+    so the answers differ and a logged chain must say so.)"""
     assert {cls.__name__: config_hash(cls()) for cls in (IngestConfig, ChunkingConfig, EmbeddingConfig, LLMConfig,
                                                          IndexConfig, ChainConfig)} == {
         "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "44d7c6ff468f",
-        "LLMConfig": "89961a998a31", "IndexConfig": "7f13accc35c6", "ChainConfig": "1003e6eb873b"}
+        "LLMConfig": "78ebd3c03916", "IndexConfig": "7f13accc35c6", "ChainConfig": "ac72adce640a"}
 
 
 def test_none_sets_a_location_to_nothing_while_empty_keeps_the_default(tmp_path: Path):

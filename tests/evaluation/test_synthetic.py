@@ -126,4 +126,4 @@ def test_real_local_llm_output_has_the_eval_set_shape():
     assert stats["requested"] == 2 and stats["kept"] == len(frame)
     assert stats["kept"] + sum(stats["dropped"][r] for r in DROP_REASONS) == 2
     assert frame["origin"].eq("synthetic").all()
-    assert all(tags == ["synthetic", "llm:local[llama.cpp/gguf]:SmolLM2-135M-Instruct"] for tags in frame["tags"])
+    assert all(tags == ["synthetic", "llm:local[llama.cpp/gguf-f16]:SmolLM2-135M-Instruct"] for tags in frame["tags"])

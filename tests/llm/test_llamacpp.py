@@ -10,7 +10,13 @@ pytest.importorskip("llama_cpp")
 
 from ragops.config import LLMConfig, SettingsError  # noqa: E402
 from ragops.llm import get_chat_model, llm_identity  # noqa: E402
-from ragops.llm.llamacpp import LlamaCppChatModel, _StopFilter, default_threads, load_gguf  # noqa: E402
+from ragops.llm.llamacpp import (  # noqa: E402
+    LlamaCppChatModel,
+    _StopFilter,
+    batch_threads_default,
+    default_threads,
+    load_gguf,
+)  # noqa: E402
 from ragops.llm.messages import to_dicts  # noqa: E402
 from ragops.llm.remote import LLMError  # noqa: E402
 
@@ -27,13 +33,19 @@ def llm() -> LlamaCppChatModel:
 
 
 def test_local_is_llama_cpp_and_identity_names_engine_and_format(llm):
-    assert llm_identity(LLMConfig()) == "local[llama.cpp/gguf]:SmolLM2-135M-Instruct"
+    assert llm_identity(LLMConfig()) == "local[llama.cpp/gguf-f16]:SmolLM2-135M-Instruct"
+    assert llm_identity(LLMConfig(gguf_type="packaged")) == "local[llama.cpp/gguf]:SmolLM2-135M-Instruct"
     assert llm_identity(LLMConfig(backend="transformers")) == "transformers[transformers/safetensors]:SmolLM2-135M-Instruct"
     with pytest.raises(SettingsError, match="local, transformers, openai, databricks"):
         LLMConfig(backend="onnx")
+    with pytest.raises(SettingsError, match="llm_gguf_type='q4'"):
+        LLMConfig(gguf_type="q4")
     loaded = llm.loaded()
     assert loaded is llm.loaded()  # one Llama per GGUF and process
-    assert loaded.llama.n_ctx() >= 4096 and loaded.llama.context_params.n_threads == default_threads()
+    assert loaded.path.endswith(".f16.gguf") and loaded.llama.metadata["general.file_type"] == "1"  # MOSTLY_F16
+    params = loaded.llama.context_params
+    assert loaded.llama.n_ctx() >= 4096 and params.n_threads == default_threads()
+    assert params.n_threads_batch == batch_threads_default()  # prefill on every core
 
 
 @pytest.mark.parametrize("messages", [CHAT, [HumanMessage("Name a colour.")],
@@ -97,7 +109,10 @@ def test_a_prompt_longer_than_the_context_is_refused_with_the_numbers():
 
 
 def test_thread_count_defaults_to_half_the_cores_and_follows_the_serving_override(monkeypatch):
+    from ragops.cpu import available_cores
+
     monkeypatch.delenv("RAGOPS_LLM_THREADS", raising=False)
-    assert default_threads() >= 1
+    assert default_threads() == max(1, available_cores() // 2)
+    assert batch_threads_default() == available_cores()
     monkeypatch.setenv("RAGOPS_LLM_THREADS", "3")
-    assert default_threads() == 3
+    assert default_threads() == 3 and batch_threads_default() == 3

@@ -12,7 +12,7 @@ pytest.importorskip("llama_cpp")
 
 from llama_cpp import Llama  # noqa: E402
 
-from ragops.weights.gguf import GGUFConversionError, permute, to_gguf  # noqa: E402
+from ragops.weights.gguf import GGUFConversionError, permute, requantize, to_gguf  # noqa: E402
 from ragops.weights.llm import DEFAULT_LLM, resolve_gguf_path, resolve_llm_path  # noqa: E402
 
 PROMPT_IDS = [1, 4093, 314, 253, 1345, 28, 2516, 314, 260, 3258, 30, 504, 5248, 314]
@@ -99,6 +99,36 @@ def test_smollm2_round_trip_generates_the_same_greedy_tokens(tmp_path):
     ids = llama.tokenize(b"<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
                          add_bos=False, special=True)
     assert llama_greedy(llama, ids, 12) == hf_greedy(model, ids, 12)
+
+
+def test_the_default_f16_weights_are_the_transformers_backends(tmp_path, monkeypatch):
+    """llm_gguf_type=f16 (default): the packaged Q4_1 dequantized once to F16 answers greedily like the
+    transformers backend, which runs the same Q4_1 dequantized to fp32."""
+    from transformers import AutoModelForCausalLM
+
+    from ragops.weights.llm import packaged_gguf
+
+    monkeypatch.setenv("RAGOPS_MODEL_CACHE", str(tmp_path / "cache"))
+    path = resolve_gguf_path(DEFAULT_LLM)
+    assert path.parent == tmp_path / "cache" and path.name.endswith(".f16.gguf")
+    assert resolve_gguf_path(DEFAULT_LLM).stat().st_mtime_ns == path.stat().st_mtime_ns  # converted once
+    assert resolve_gguf_path(DEFAULT_LLM, "packaged") == packaged_gguf(DEFAULT_LLM)  # as shipped
+    llama = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+    shipped = Llama(model_path=str(packaged_gguf(DEFAULT_LLM)), n_ctx=256, n_threads=2, verbose=False, vocab_only=True)
+    assert llama.metadata["tokenizer.chat_template"] == shipped.metadata["tokenizer.chat_template"]
+    assert llama.metadata["general.file_type"] == "1"  # MOSTLY_F16
+    model = AutoModelForCausalLM.from_pretrained(str(resolve_llm_path(DEFAULT_LLM)), dtype=torch.float32).eval()
+    ids = llama.tokenize(b"<|im_start|>user\nHow long are raw samples kept if the policy says 30 days?<|im_end|>\n"
+                         b"<|im_start|>assistant\n", add_bos=False, special=True)
+    assert llama_greedy(llama, ids, 12) == hf_greedy(model, ids, 12)
+
+
+def test_requantize_refuses_what_is_not_a_gguf_model(tmp_path):
+    from ragops.weights.llm import packaged_gguf
+
+    with pytest.raises(GGUFConversionError, match="dtype='q4'"):
+        requantize(packaged_gguf(DEFAULT_LLM), tmp_path / "x.gguf", dtype="q4")
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_transformers_folder_resolves_to_a_cached_gguf(tmp_path, monkeypatch):

@@ -2,9 +2,9 @@
 
 ``llm_backend``:
 
-- ``local``: llama.cpp on GGUF weights (:mod:`ragops.llm.llamacpp`) — the packaged SmolLM2 Q4_1
-  as is, or a fine-tuned transformers folder converted once to F16 GGUF. The fast default on CPU
-  (BENCHMARKS.md, section 8).
+- ``local``: llama.cpp on GGUF weights (:mod:`ragops.llm.llamacpp`) — the packaged SmolLM2
+  rewritten once to F16 (``llm_gguf_type``), or a fine-tuned transformers folder converted once.
+  The fast default on CPU (BENCHMARKS.md, section 8).
 - ``transformers``: the same model through torch (:mod:`ragops.llm.local`), fp32 safetensors;
   what fine-tuning trains and evaluates with.
 - ``openai``: any OpenAI-compatible server; ``databricks``: Databricks Model Serving.
@@ -23,7 +23,7 @@ def get_chat_model(config: LLMConfig) -> BaseChatModel:
     if config.backend == "local":
         from ragops.llm.llamacpp import LlamaCppChatModel
 
-        return LlamaCppChatModel(model_name=config.model, max_new_tokens=config.max_new_tokens,
+        return LlamaCppChatModel(model_name=config.model, gguf_type=config.gguf_type, max_new_tokens=config.max_new_tokens,
                                  temperature=config.temperature, top_p=config.top_p,
                                  repetition_penalty=config.repetition_penalty)
     if config.backend == "transformers":
@@ -51,12 +51,19 @@ def get_chat_model(config: LLMConfig) -> BaseChatModel:
 LOCAL_ENGINES = {"local": "llama.cpp/gguf", "transformers": "transformers/safetensors"}
 
 
+def _engine(config: LLMConfig) -> str:
+    engine = LOCAL_ENGINES[config.backend]
+    if config.backend == "local" and config.gguf_type != "packaged":
+        engine += f"-{config.gguf_type}"  # F16 and Q4_1 weights give different answers
+    return engine
+
+
 def llm_identity(config: LLMConfig) -> str:
     """What a logged model (``llm`` tag), a judge cache and a synthetic eval set record as the LLM:
     ``backend:model[@endpoint]``, with the engine/format for local ones, e.g.
-    ``local[llama.cpp/gguf]:SmolLM2-135M-Instruct``."""
+    ``local[llama.cpp/gguf-f16]:SmolLM2-135M-Instruct``."""
     where = f"@{config.endpoint}" if config.endpoint else ""
-    engine = f"[{LOCAL_ENGINES[config.backend]}]" if config.backend in LOCAL_ENGINES else ""
+    engine = f"[{_engine(config)}]" if config.backend in LOCAL_ENGINES else ""
     return f"{config.backend}{engine}:{config.model}{where}"
 
 

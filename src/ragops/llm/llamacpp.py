@@ -67,6 +67,16 @@ def default_threads() -> int:
     return max(1, available_cores() // 2)
 
 
+def batch_threads_default() -> int:
+    """Threads for prompt evaluation (prefill): every available core, or ``RAGOPS_LLM_THREADS``.
+    Prefill is a few large matmuls per layer, not ~300 tiny synchronised steps, so a second thread
+    pays: on 2 idle cores the chain's 772-token prompt took 1.7 s on two threads against 4.4 s on
+    one (F16 weights; BENCHMARKS.md, section 8)."""
+    if os.environ.get("RAGOPS_LLM_THREADS", "").strip():
+        return max(1, int(os.environ["RAGOPS_LLM_THREADS"]))
+    return available_cores()
+
+
 @dataclass
 class LoadedGGUF:
     llama: Any
@@ -83,8 +93,9 @@ def load_gguf(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 0) -> Load
     from llama_cpp import Llama
 
     threads = n_threads or default_threads()
+    batch_threads = n_threads or batch_threads_default()
     started = time.perf_counter()
-    llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads, verbose=False)
     # Free it before interpreter teardown: Llama.__del__ at exit finds llama.cpp's bindings gone and
     # prints a TypeError traceback after every `ragops ask`.
     atexit.register(llama.close)
@@ -99,7 +110,8 @@ def load_gguf(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 0) -> Load
         return "" if tid is None else llama.detokenize([int(tid)], special=True).decode("utf-8", "replace")
 
     special = {"bos_token": piece("tokenizer.ggml.bos_token_id"), "eos_token": piece("tokenizer.ggml.eos_token_id")}
-    log.info("loaded GGUF %s in %.2fs (n_ctx %d, %d threads)", path, seconds, n_ctx, threads)
+    log.info("loaded GGUF %s in %.2fs (n_ctx %d, %d decode / %d prompt threads)", path, seconds, n_ctx, threads,
+             batch_threads)
     return LoadedGGUF(llama, threading.Lock(), path, seconds, template, special)
 
 
@@ -163,6 +175,7 @@ class _StopFilter:
 class LlamaCppChatModel(LocalChatBase):
     """A GGUF model on llama.cpp behind LangChain's chat-model interface."""
 
+    gguf_type: str = "f16"  # llm_gguf_type
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int = 0  # 0 = default_threads()
     seed: int = 0
@@ -173,11 +186,11 @@ class LlamaCppChatModel(LocalChatBase):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "max_new_tokens": self.max_new_tokens,
+        return {"model_name": self.model_name, "gguf_type": self.gguf_type, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "top_p": self.top_p, "engine": "llama.cpp"}
 
     def loaded(self) -> LoadedGGUF:
-        return load_gguf(str(resolve_gguf_path(self.model_name)), self.n_ctx, self.n_threads)
+        return load_gguf(str(resolve_gguf_path(self.model_name, self.gguf_type)), self.n_ctx, self.n_threads)
 
     def warm(self) -> None:
         self.loaded()

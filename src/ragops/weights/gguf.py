@@ -208,3 +208,53 @@ def folder_fingerprint(path: Path) -> str:
             st = f.stat()
             parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def requantize(src: str | os.PathLike, out_path: str | os.PathLike, dtype: str = "f16") -> Path:
+    """Rewrite the GGUF at ``src`` with its weight matrices in ``dtype`` (``f32``, ``f16``, ``q8_0``);
+    returns ``out_path``. Metadata (hyper-parameters, tokenizer, chat template) is copied as is.
+
+    Why: llama.cpp's prefill (the chain's ~800 prompt tokens) runs about 2x faster on F16 or Q8_0
+    weights than on the packaged Q4_1, whose matmuls have no tiled kernel (BENCHMARKS.md, section 8).
+    Dequantizing Q4_1 with ``gguf.quants.dequantize`` is exactly what transformers' GGUF loader
+    does, so the F16 file holds the transformers backend's weights rounded to F16: the two backends
+    then answer alike (7 of 8 greedy answers identical, against 2 of 8 on Q4_1). No torch needed;
+    ~2 s for the 135M model. The file appears atomically.
+    """
+    import gguf
+
+    if dtype not in DTYPES:
+        raise GGUFConversionError(f"dtype={dtype!r}: use one of {', '.join(DTYPES)}")
+    src = Path(src)
+    reader = gguf.GGUFReader(str(src))
+    arch_field = reader.fields.get("general.architecture")
+    if arch_field is None:
+        raise GGUFConversionError(f"{src} has no general.architecture; is it a GGUF model file?")
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:6]}")
+    writer = gguf.GGUFWriter(str(tmp), str(arch_field.contents()))
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
+            continue  # the writer sets these itself
+        main = field.types[0]
+        sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), main, sub_type=sub)
+    writer.add_file_type(int(file_type))
+    for tensor in reader.tensors:
+        data = np.asarray(tensor.data)
+        if tensor.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            data = gguf.quants.dequantize(data, tensor.tensor_type)
+        _add_tensor(writer, tensor.name, np.ascontiguousarray(data.astype(np.float32)), dtype)
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s (%s, %d tensors, from %s)", out, dtype, len(reader.tensors), src.name)
+    return out

