@@ -11,7 +11,7 @@ from ragops.bundle import NON_SETTING_VARIABLES, load_bundle, settings_for
 from ragops.cli.main import main
 from ragops.config import SettingsError, list_settings
 from tests.bundle.test_validate import add_jobs, bundle_copy, edit_job, issues_of  # noqa: F401 - fixture
-from tests.config.test_settings import field_value, other_value
+from tests.config.test_settings import NEEDS, field_value, other_value
 from tests.conftest import REPO
 
 VARIABLES = [i for i in list_settings() if i.is_variable]
@@ -20,7 +20,7 @@ VARIABLES = [i for i in list_settings() if i.is_variable]
 @pytest.mark.parametrize("info", VARIABLES, ids=lambda i: i.name)
 def test_every_setting_is_reachable_by_its_variable(info):
     value = other_value(info)
-    s = settings_for(None, {info.name: value}, root=REPO)
+    s = settings_for(None, {info.name: value, **NEEDS.get(info.name, {})}, root=REPO)
     expected = info.parse(value)
     if info.kind:
         expected = (REPO / value).resolve() if info.kind == "path" else str((REPO / value).resolve())

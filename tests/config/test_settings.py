@@ -18,8 +18,11 @@ from ragops.config import (
 
 #: Valid non-default values for settings whose values are validated in __post_init__.
 CHOICES = {"engine": "spark", "chunk_strategy": "token", "llm_backend": "openai", "chain_search_mode": "keyword",
-           "eval_harness": "direct", "embedding_dtype": "bfloat16", "embedding_runtime": "onnx",
+           "eval_harness": "direct", "embedding_dtype": "bfloat16", "embedding_runtime": "torch",
            "llm_gguf_type": "q8_0"}
+
+#: settings whose non-default value is valid only with another one
+NEEDS = {"embedding_dtype": {"embedding_runtime": "torch"}}
 
 
 def other_value(info: SettingInfo) -> str:
@@ -41,7 +44,7 @@ def field_value(settings: Settings, path: str):
 @pytest.mark.parametrize("info", list_settings(), ids=lambda i: i.name)
 def test_every_setting_is_set_by_its_variable(info: SettingInfo, tmp_path: Path):
     value = other_value(info)
-    s = Settings.from_variables({info.name: value}, base_dir=tmp_path)
+    s = Settings.from_variables({info.name: value, **NEEDS.get(info.name, {})}, base_dir=tmp_path)
     got = field_value(s, info.path)
     expected = info.parse(value)
     if info.kind:  # resolved against the base folder
@@ -152,12 +155,13 @@ def test_config_hash_is_stable_and_sensitive():
 def test_default_config_hashes_did_not_change():
     """Chunk ids and snapshot manifests carry these hashes: declaring settings must not change them.
     (EmbeddingConfig's is hashed nowhere; it changed when its unused ``normalize`` field went and when
-    ``runtime`` came: the vectors' identity is ``embedder_identity``, not this hash. LLMConfig's, and
+    ``runtime`` came and when its default became onnx: the vectors' identity is ``embedder_identity``,
+    not this hash. LLMConfig's, and
     with it ChainConfig's, changed when ``gguf_type`` came: the default weights moved from Q4_1 to F16,
     so the answers differ and a logged chain must say so.)"""
     assert {cls.__name__: config_hash(cls()) for cls in (IngestConfig, ChunkingConfig, EmbeddingConfig, LLMConfig,
                                                          IndexConfig, ChainConfig)} == {
-        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "44d7c6ff468f",
+        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "9adc4ce1dcc4",
         "LLMConfig": "78ebd3c03916", "IndexConfig": "7f13accc35c6", "ChainConfig": "ac72adce640a"}
 
 

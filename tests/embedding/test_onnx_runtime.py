@@ -55,7 +55,7 @@ def test_onnx_vectors_agree_with_torch(model_cache, torch_vectors, runtime, min_
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosines = (vectors * torch_vectors).sum(axis=1)
     assert cosines.min() >= min_cosine, cosines
-    assert embedder.model_name == f"all-MiniLM-L6-v2@{runtime}"
+    assert embedder.model_name == ("all-MiniLM-L6-v2" if runtime == "onnx" else "all-MiniLM-L6-v2@onnx-int8")
     assert embedder.encode([]).shape == (0, 384)
     # fp32 is batch-independent; int8's dynamic quantization scales activations per batch, so a text's
     # vector moves a little with its batch-mates
@@ -106,12 +106,13 @@ def test_identity_names_the_numerics():
     assert identities == {
         ("torch", "float32"): "all-MiniLM-L6-v2",  # unchanged: existing indexes stay valid
         ("torch", "bfloat16"): "all-MiniLM-L6-v2@bf16",
-        ("onnx", "float32"): "all-MiniLM-L6-v2@onnx",
+        ("onnx", "float32"): "all-MiniLM-L6-v2",  # the same vectors as torch fp32 (float rounding)
         ("onnx-int8", "float32"): "all-MiniLM-L6-v2@onnx-int8",
     }
     # the alias spelling of the packaged model is the same model
-    assert embedder_identity(EmbeddingConfig(model="sentence-transformers/all-MiniLM-L6-v2", runtime="onnx")) \
-        == "all-MiniLM-L6-v2@onnx"
+    assert embedder_identity(EmbeddingConfig(model="sentence-transformers/all-MiniLM-L6-v2", runtime="onnx-int8")) \
+        == "all-MiniLM-L6-v2@onnx-int8"
+    assert EmbeddingConfig().runtime == "onnx"  # the default: no torch at query time
     # remote backends have no local runtime
     assert embedder_identity(EmbeddingConfig(backend="openai", model="m", runtime="onnx")) == "m"
 
@@ -127,23 +128,49 @@ def test_bad_runtime_settings_name_the_variable(variables, named):
 
 
 def test_switching_runtime_on_an_existing_index(model_cache, small_corpus, make_settings):
-    """Searching an index built on torch with the ONNX runtime fails clearly; the next ingest run
-    re-embeds every chunk and rebuilds the index, after which search works again."""
+    """An fp32 index answers queries from either fp32 runtime (torch or ONNX: the same vectors).
+    Searching it with the int8 runtime fails clearly; the next ingest run re-embeds every chunk and
+    rebuilds the index, after which search works again."""
     from ragops.index.build import build_index
 
-    torch_settings = make_settings(source_path=str(small_corpus))
-    first = build_index(torch_settings)
+    fp32_settings = make_settings(source_path=str(small_corpus))
+    first = build_index(fp32_settings)
     chunks = first["embed"].chunks
     assert first["embed"].model == "all-MiniLM-L6-v2"
+    torch_settings = make_settings(source_path=str(small_corpus), embedding_runtime="torch")
+    by_onnx = Searcher.open(fp32_settings).search("How long is data retained?", k=3, mode="vector")
+    by_torch = Searcher.open(torch_settings).search("How long is data retained?", k=3, mode="vector")
+    assert [h.chunk_id for h in by_onnx] == [h.chunk_id for h in by_torch]
+    assert by_onnx[0].score == pytest.approx(by_torch[0].score, abs=1e-6)
 
-    onnx_settings = make_settings(source_path=str(small_corpus), embedding_runtime="onnx")
-    with pytest.raises(SearchError, match=r"'all-MiniLM-L6-v2'.*'all-MiniLM-L6-v2@onnx'"):
-        Searcher.open(onnx_settings)
+    int8_settings = make_settings(source_path=str(small_corpus), embedding_runtime="onnx-int8")
+    with pytest.raises(SearchError, match=r"'all-MiniLM-L6-v2'.*'all-MiniLM-L6-v2@onnx-int8'"):
+        Searcher.open(int8_settings)
 
-    second = build_index(onnx_settings)
+    second = build_index(int8_settings)
     assert second["embed"].embedded == chunks  # every vector re-made, none mixed in
     assert second["index_sync"].mode == "full"
-    hits = Searcher.open(onnx_settings).search("How long is data retained?", k=3, mode="vector")
+    hits = Searcher.open(int8_settings).search("How long is data retained?", k=3, mode="vector")
     assert hits and hits[0].doc_id == "guides/retention.md"
-    with pytest.raises(SearchError, match="@onnx"):
-        Searcher.open(torch_settings)  # and back: the torch query embedder no longer fits
+    with pytest.raises(SearchError, match="@onnx-int8"):
+        Searcher.open(fp32_settings)  # and back: the fp32 query embedder no longer fits
+
+
+def test_the_onnx_tokenizer_needs_no_transformers_and_gives_its_ids(model_cache):
+    """The ONNX runtime tokenizes with ``tokenizers`` alone; ids, masks and truncation are those of
+    the transformers tokenizer the torch runtime uses."""
+    import subprocess
+    import sys
+
+    torch_tokenizer = get_embedder(EmbeddingConfig(runtime="torch")).tokenizer
+    fast = weights.load_fast_tokenizer("all-MiniLM-L6-v2", 256)
+    theirs = torch_tokenizer(TEXTS, padding=True, truncation=True, max_length=256)
+    ours = fast.encode_batch(TEXTS)
+    assert [e.ids for e in ours] == theirs["input_ids"] and [e.attention_mask for e in ours] == theirs["attention_mask"]
+    assert max(len(e.ids) for e in ours) == 256  # the long text is cut at the model's limit
+    code = ("import sys; from ragops.config import EmbeddingConfig; from ragops.embedding import get_embedder; "
+            "v = get_embedder(EmbeddingConfig()).encode_query('port of the collector'); "
+            "print(v.shape[0], 'torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ}).stdout.split()
+    assert out == ["384", "False", "False"]

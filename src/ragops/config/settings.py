@@ -140,13 +140,14 @@ class EmbeddingConfig:
     endpoint: str = setting("", var="embedding_endpoint",
                             help="Base URL (openai) or serving endpoint name (databricks) for remote embedders.")
     runtime: str = setting(
-        "torch", var="embedding_runtime",
-        help="Local backend: torch | onnx | onnx-int8 (ONNX Runtime, exported once into the model cache). "
-             "Vectors record it (all-MiniLM-L6-v2@onnx): changing it re-embeds.")
+        "onnx", var="embedding_runtime",
+        help="Local backend: onnx (ONNX Runtime fp32, exported once into the model cache; no torch when querying) "
+             "| torch (sentence-transformers) | onnx-int8. onnx and torch fp32 give the same vectors; int8 and "
+             "bfloat16 are recorded with the vectors (all-MiniLM-L6-v2@onnx-int8): changing to them re-embeds.")
 
     DTYPES: typing.ClassVar[tuple[str, ...]] = ("float32", "bfloat16")
-    #: torch = sentence-transformers; onnx / onnx-int8 = ONNX Runtime (ragops.embedding.onnxrt).
-    RUNTIMES: typing.ClassVar[tuple[str, ...]] = ("torch", "onnx", "onnx-int8")
+    #: onnx / onnx-int8 = ONNX Runtime (ragops.embedding.onnxrt); torch = sentence-transformers.
+    RUNTIMES: typing.ClassVar[tuple[str, ...]] = ("onnx", "torch", "onnx-int8")
 
     def __post_init__(self) -> None:
         if self.dtype not in self.DTYPES:
@@ -157,7 +158,8 @@ class EmbeddingConfig:
                                 "embedding_runtime", self.runtime)
         if self.runtime != "torch" and self.dtype != "float32":
             raise SettingsError(f"embedding_dtype={self.dtype!r} needs embedding_runtime=torch "
-                                f"(the {self.runtime} runtime is float32 or int8)", "embedding_dtype", self.dtype)
+                                f"(the {self.runtime} runtime is float32 or int8): pass --var embedding_runtime=torch "
+                                "too", "embedding_dtype", self.dtype)
 
 
 @dataclass(frozen=True)

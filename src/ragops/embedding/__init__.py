@@ -1,4 +1,4 @@
-"""Embedders (local: sentence-transformers on torch or ONNX Runtime; OpenAI-compatible HTTP; Databricks
+"""Embedders (local: the sentence-transformers model on ONNX Runtime or torch; OpenAI-compatible HTTP; Databricks
 serving) and the embed stage."""
 
 from __future__ import annotations
@@ -9,18 +9,21 @@ from ragops.config import EmbeddingConfig, SettingsError
 from ragops.embedding.base import Embedder, EmbeddingError
 from ragops.weights.embedder import ModelNotFoundError, embedder_name, resolve_model_path
 
-#: What a local embedder's identity says after the model name when its numerics are not torch fp32's.
-_NUMERICS_SUFFIX = {("torch", "bfloat16"): "@bf16", ("onnx", "float32"): "@onnx", ("onnx-int8", "float32"): "@onnx-int8"}
+#: What a local embedder's identity says after the model name when its numerics are not fp32's.
+#: ONNX Runtime fp32 and torch fp32 run the same graph at the same precision: their vectors differ by
+#: float rounding only (max |Δ| 1.9e-7 over 400 SciFact abstracts, min cosine 0.9999999; torch on
+#: two CPUs differs as much), so they share the bare name and either can query the other's index.
+_NUMERICS_SUFFIX = {("torch", "bfloat16"): "@bf16", ("onnx-int8", "float32"): "@onnx-int8"}
 
 
 def embedder_identity(config: EmbeddingConfig) -> str:
     """The ``model`` value an embedder of this config stores with its vectors — known without
     loading the model, so a no-op run stays cheap and a model change is detected.
 
-    A local model's identity also names its numerics when they are not the torch-fp32 default
-    (``all-MiniLM-L6-v2@onnx``, ``…@onnx-int8``, ``…@bf16``): vectors of the same model computed
-    differently are close but not equal, and one index must not mix them. The default keeps the
-    bare name, so indexes built before runtimes existed stay valid.
+    A local model's identity also names its numerics when they are not fp32 (``…@onnx-int8``,
+    ``…@bf16``): vectors of the same model computed at another precision are close but not equal,
+    and one index must not mix them. fp32 keeps the bare name on either runtime (ONNX Runtime, the
+    default, or torch), so indexes built before runtimes existed stay valid.
     """
     if config.backend == "local":
         return embedder_name(config.model) + _NUMERICS_SUFFIX.get((config.runtime, config.dtype), "")

@@ -3,9 +3,15 @@
 The same model as :class:`~ragops.embedding.local.LocalEmbedder`, exported once to ONNX
 (:func:`ragops.weights.embedder.onnx_model_file`) and run without torch in the hot loop. The
 graph holds the whole sentence-transformers model after the tokenizer, so fp32 vectors agree with
-torch's to float rounding (cosine ≥ 0.99999 on SciFact); int8 trades a little agreement for speed
-(see BENCHMARKS.md, "Embedding runtimes"). The identity it stores with every vector says which
-runtime made it (``all-MiniLM-L6-v2@onnx``), so one index never mixes them.
+torch's to float rounding (max |Δ| 2e-7, cosine 0.9999999 on SciFact) and share torch fp32's
+identity; int8 trades a little agreement for speed (see BENCHMARKS.md, "Embedding runtimes") and
+says so in the identity it stores with every vector (``all-MiniLM-L6-v2@onnx-int8``), so one
+index never mixes them.
+
+No torch and no transformers at query time: the tokenizer is the model's own ``tokenizer.json``
+read by the ``tokenizers`` package (what transformers' fast tokenizer wraps; the same ids,
+tested), with the model's truncation length and pad-to-longest padding. That is what lets a cold
+``ragops ask`` skip the ~7 s import of sentence-transformers (BENCHMARKS.md, section 9).
 
 Batching follows ``SentenceTransformer.encode``: texts sorted by length (longest first), padded
 per batch, truncated at the model's ``max_seq_length``.
@@ -19,7 +25,7 @@ import numpy as np
 
 from ragops.cpu import available_cores
 from ragops.embedding.base import Embedder, normalize
-from ragops.weights.embedder import ONNX_INPUTS, load_tokenizer, onnx_model_file, onnx_model_info
+from ragops.weights.embedder import ONNX_INPUTS, load_fast_tokenizer, load_tokenizer, onnx_model_file, onnx_model_info
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +42,19 @@ class OnnxEmbedder(Embedder):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # ORT warns about unused initializers in exported graphs
         self.session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
-        self._tokenizer = load_tokenizer(model)
+        self.model = model
         self.model_name = model_name
         self.dimension = int(info["dimension"])
         self.max_seq_length = int(info["max_seq_length"])
+        self._fast = load_fast_tokenizer(model, self.max_seq_length)
         self.batch_size = batch_size
         log.info("loaded ONNX embedding model %s (%d-d, %s, %d threads)", model_name, self.dimension,
                  self.model_file, options.intra_op_num_threads)
 
     @property
     def tokenizer(self):
-        return self._tokenizer
+        """The transformers tokenizer (what the chunker counts tokens with); loaded on first use."""
+        return load_tokenizer(self.model)
 
     def encode(self, texts: list[str], *, batch_size: int | None = None, show_progress: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
@@ -59,9 +67,9 @@ class OnnxEmbedder(Embedder):
             starts = tqdm(starts, desc="embed", unit="batch")
         for start in starts:
             rows = order[start:start + size]
-            tokens = self._tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                     max_length=self.max_seq_length, return_tensors="np")
-            feed = {name: np.asarray(tokens[name], dtype=np.int64) if name in tokens
-                    else np.zeros_like(tokens["input_ids"], dtype=np.int64) for name in ONNX_INPUTS}
-            out[rows] = self.session.run(None, feed)[0]
+            encodings = self._fast.encode_batch([texts[i] for i in rows])
+            ids = np.array([e.ids for e in encodings], dtype=np.int64)
+            columns = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                       "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+            out[rows] = self.session.run(None, {name: columns[name] for name in ONNX_INPUTS})[0]
         return normalize(out)

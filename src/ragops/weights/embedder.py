@@ -72,6 +72,26 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(str(resolve_model_path(name)))
 
 
+@functools.lru_cache(maxsize=4)
+def load_fast_tokenizer(name: str, max_length: int):
+    """The model's ``tokenizer.json`` on the ``tokenizers`` package alone (no transformers, no torch),
+    set up as ``tokenizer(texts, padding=True, truncation=True, max_length=max_length)`` would be."""
+    from tokenizers import Tokenizer
+
+    folder = resolve_model_path(name)
+    file = folder / "tokenizer.json"
+    if not file.exists():
+        raise ModelNotFoundError(f"{folder} has no tokenizer.json (a fast tokenizer); the ONNX runtime needs one")
+    tokenizer = Tokenizer.from_file(str(file))
+    config = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").exists() else {}
+    pad_token = config.get("pad_token") or "[PAD]"
+    pad_token = pad_token.get("content", "[PAD]") if isinstance(pad_token, dict) else pad_token
+    pad_id = tokenizer.token_to_id(pad_token)
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
+    return tokenizer
+
+
 # --- ONNX Runtime copies of the embedder -------------------------------------------------------
 #: Bump when the export changes what a cached ONNX file contains (its folder name carries it).
 ONNX_EXPORT_VERSION = 1
