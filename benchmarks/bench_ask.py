@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("/tmp/ragops-bench/ask"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--before-commit", default="d88c816")
-    ap.add_argument("--fast-vars", default="llm_backend=local,embedding_runtime=onnx")
+    ap.add_argument("--fast-vars", default="", help="variables of the fast configuration (default: the project defaults)")
     ap.add_argument("--only", default="before,old,fast", help="which configurations to measure")
     args = ap.parse_args()
 
@@ -115,7 +115,7 @@ def main() -> None:
     if "fast" in only:
         fast = dict(pair.split("=", 1) for pair in args.fast_vars.split(",") if pair)
         uri = register(args.root, fast)
-        result["configs"].append({**measure(f"warm path; {args.fast_vars}", args.root, uri, args.runs),
+        result["configs"].append({**measure(f"warm path; {args.fast_vars or 'defaults (llama.cpp F16, ONNX fp32)'}", args.root, uri, args.runs),
                                   "vars": fast})
     result["load_after"] = loadavg()
     write_result("bench_ask", result)

@@ -10,11 +10,11 @@ eval questions. Each backend runs in its own fresh process (so load time and pea
 own), through the public chat-model interface (``get_chat_model(...).invoke``) at temperature 0:
 
 - ``transformers``: torch fp32 on the safetensors copy of the packaged GGUF;
-- ``local``: llama.cpp on the packaged SmolLM2 Q4_1 GGUF (what ``llm_backend=local`` runs);
-- ``local-2threads``: the same with ``n_threads=2`` (the default is half the cores: 1 here);
-- ``local-q8_0`` / ``local-f16``: llama.cpp on ``to_gguf(safetensors copy, dtype=...)`` — how a
-  fine-tuned model would be served, and a control: it shows how much of any disagreement is Q4_1
-  vs the engine.
+- ``local``: what ``llm_backend=local`` runs by default: llama.cpp on the packaged Q4_1 rewritten
+  to F16 (``llm_gguf_type=f16``), decode on half the cores, the prompt on all of them;
+- ``local-2threads``: the same with ``n_threads=2`` for decode too;
+- ``local-q8_0``: ``llm_gguf_type=q8_0``;
+- ``local-q4_1``: ``llm_gguf_type=packaged``, the shipped Q4_1 as is (the default before F16).
 
 Rounds alternate the backend order (this 2-core box is shared; see the load averages recorded).
 TTFT = prompt evaluation + first token (``response_metadata["timings"]["ttft_s"]``); decode
@@ -36,13 +36,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, loadavg, machine_info, now_iso, settings_for, write_result  # noqa: E402
 
-#: name → (llm_backend, weights: "packaged" | a GGUF written by to_gguf, n_threads: 0 = the backend's default)
+#: name → (llm_backend, llm_gguf_type, n_threads: 0 = the backend's default)
 BACKENDS = {
-    "transformers": ("transformers", "packaged", 0),
-    "local": ("local", "packaged", 0),
-    "local-2threads": ("local", "packaged", 2),
+    "transformers": ("transformers", "f16", 0),
+    "local": ("local", "f16", 0),
+    "local-2threads": ("local", "f16", 2),
     "local-q8_0": ("local", "q8_0", 0),
-    "local-f16": ("local", "f16", 0),
+    "local-q4_1": ("local", "packaged", 0),
 }
 
 
@@ -93,9 +93,8 @@ def worker(backend: str, prompts_file: Path, max_new_tokens: int, gguf_dir: Path
     from ragops.llm import get_chat_model, llm_identity
     from ragops.llm.messages import from_dicts
 
-    name, weights, threads = BACKENDS[backend]
-    model = "SmolLM2-135M-Instruct" if weights == "packaged" else str(gguf_dir / f"smollm2.{weights}.gguf")
-    config = LLMConfig(backend=name, model=model, max_new_tokens=max_new_tokens, temperature=0.0)
+    name, gguf_type, threads = BACKENDS[backend]
+    config = LLMConfig(backend=name, gguf_type=gguf_type, max_new_tokens=max_new_tokens, temperature=0.0)
     llm = get_chat_model(config)
     if threads:
         llm.n_threads = threads
@@ -191,8 +190,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from ragops.weights.gguf import to_gguf
-    from ragops.weights.llm import DEFAULT_LLM, resolve_llm_path
+    from ragops.weights.llm import DEFAULT_LLM, resolve_gguf_path, resolve_llm_path
 
     result = {"benchmark": "bench_llm", "date": now_iso(), "argv": sys.argv, "load_before": loadavg(),
               "machine": machine_info(), "max_new_tokens": args.max_new_tokens, "rounds": args.rounds}
@@ -201,10 +199,10 @@ def main() -> None:
     prompts_file = args.root / "prompts.json"
     prompts_file.write_text(json.dumps(prompts))
     folder = resolve_llm_path(DEFAULT_LLM)
-    for dtype in ("q8_0", "f16"):
+    for gguf_type in ("f16", "q8_0"):  # converted once into the model cache; timed here
         t = time.perf_counter()
-        to_gguf(folder, args.root / f"smollm2.{dtype}.gguf", dtype=dtype)
-        result[f"to_gguf_{dtype}_s"] = round(time.perf_counter() - t, 2)
+        resolve_gguf_path(DEFAULT_LLM, gguf_type)
+        result[f"convert_{gguf_type}_s"] = round(time.perf_counter() - t, 2)
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     from llama_cpp import Llama
