@@ -479,3 +479,241 @@ def test_bundle_with_deploy_job_validates(target):
     entity = endpoint["config"]["served_entities"][0]
     assert entity["entity_name"] == f"{bundle.variables['catalog']}.{bundle.variables['schema']}.rag_chain"
     assert endpoint["config"]["traffic_config"]["routes"][0]["served_model_name"] == entity["name"]
+
+
+# --- gateway config → traffic split + AI Gateway -----------------------------------------------------
+# The same fake workspace, plus PUT /serving-endpoints/{name}/ai-gateway (the endpoint then reports
+# the settings in its `ai_gateway` field, as the real API does). No workspace runs here.
+
+
+class GatewayFakeWorkspace(FakeWorkspace):
+    def handle(self, method, path, headers, body):
+        m = re.fullmatch(r"/api/2\.0/serving-endpoints/([^/]+)/ai-gateway", path)
+        if not m or headers.get("Authorization") != f"Bearer {TOKEN}":
+            return super().handle(method, path, headers, body)
+        self.requests.append((method, path, body))
+        ep = self.endpoints.get(unquote(m.group(1)))
+        if ep is None:
+            return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no such endpoint"}
+        if method != "PUT":
+            self.unknown.append(f"{method} {path}")
+            return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for {method} {path}"}
+        ep["ai_gateway"] = body
+        return 200, body
+
+    def view(self, ep):
+        out = super().view(ep)
+        if ep.get("ai_gateway") is not None:
+            out["ai_gateway"] = ep["ai_gateway"]
+        return out
+
+    def gateway_puts(self) -> list[dict]:
+        return [b for m, p, b in self.requests if m == "PUT" and p.endswith("/ai-gateway")]
+
+
+@pytest.fixture
+def gw_fake():
+    ws = GatewayFakeWorkspace().start()
+    yield ws
+    ws.server.shutdown()
+    ws.server.server_close()
+    assert ws.unknown == [], f"the SDK called APIs the fake does not implement: {ws.unknown}"
+
+
+@pytest.fixture
+def gw_client(gw_fake):
+    return workspace_client(host=gw_fake.url, token=TOKEN, retry_timeout_seconds=5)
+
+
+def gateway_yaml(tmp_path, text: str, environ=None):
+    from ragops.config import Settings
+    from ragops.serving.gateway.config import load_gateway_config
+
+    path = tmp_path / "gateway.yml"
+    path.write_text(text)
+    return load_gateway_config(path, Settings(root=tmp_path / "state"), environ=environ or {})
+
+
+SPLIT = """\
+keys:
+  - {name: alice, sha256: "%s", requests_per_minute: 60, tokens_per_minute: 20000,
+     databricks_principal: alice@example.com}
+  - {name: etl, sha256: "%s", requests_per_minute: 5, databricks_principal: data-eng,
+     databricks_principal_type: user_group}
+  - {name: local-only, sha256: "%s", requests_per_minute: 1, groups: [eng]}
+routes:
+  - name: rag_chain
+    sticky: user
+    targets:
+      - {name: champion, model: "models:/rag_chain@champion", weight: %s}
+      - {name: challenger, model: "models:/rag_chain@challenger", weight: %s}
+    shadow: {name: candidate, model: "models:/rag_chain/7"}
+    fallback: champion
+"""
+
+
+def split_config(tmp_path, champion: int = 90, challenger: int = 10):
+    return gateway_yaml(tmp_path, SPLIT % ("a" * 64, "b" * 64, "c" * 64, champion, challenger))
+
+
+def test_gateway_config_splits_traffic_and_applies_the_ai_gateway(gw_fake, gw_client, tmp_path):
+    from ragops.serving.deploy import deploy
+
+    result = deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=split_config(tmp_path),
+                    **FAST)
+
+    [(_, body)] = gw_fake.calls("POST")
+    assert [(e["name"], e["entity_name"], e["entity_version"]) for e in body["config"]["served_entities"]] == [
+        ("rag_chain-3", MODEL, "3"), ("rag_chain-4", MODEL, "4")]  # champion → v3, challenger → v4
+    assert body["config"]["traffic_config"]["routes"] == [
+        {"served_model_name": "rag_chain-3", "traffic_percentage": 90},
+        {"served_model_name": "rag_chain-4", "traffic_percentage": 10}]
+    [gateway] = gw_fake.gateway_puts()
+    assert gateway["inference_table_config"] == {"enabled": True, "catalog_name": "main", "schema_name": "ragops",
+                                                 "table_name_prefix": "rag_chain_endpoint"}
+    assert gateway["usage_tracking_config"] == {"enabled": True}
+    assert gateway["rate_limits"] == [
+        {"calls": 60, "key": "user", "principal": "alice@example.com", "renewal_period": "minute"},
+        {"tokens": 20000, "key": "user", "principal": "alice@example.com", "renewal_period": "minute"},
+        {"calls": 5, "key": "user_group", "principal": "data-eng", "renewal_period": "minute"}]
+    assert "guardrails" not in gateway and "fallback_config" not in gateway
+    assert fake_endpoint_gateway(gw_fake) == gateway
+
+    assert result.action == "created" and result.ai_gateway == "updated"
+    assert (result.version, result.served_entity_name, result.alias) == ("3", "rag_chain-3", "champion,challenger")
+    assert [(t["entity_version"], t["traffic_percentage"], t["targets"]) for t in result.traffic] == [
+        ("3", 90, ["champion"]), ("4", 10, ["challenger"])]
+    notes = " | ".join(result.gateway_notes)
+    assert "shadow target 'candidate'" in notes and "sticky: user" in notes and "fallback 'champion'" in notes
+    assert "key local-only: its limits have no Databricks principal" in notes
+    assert json.loads(json.dumps(result.to_dict()))["gateway_route"] == "rag_chain"
+
+
+def fake_endpoint_gateway(ws) -> dict:
+    return ws.endpoints[ENDPOINT]["ai_gateway"]
+
+
+def test_redeploying_the_same_gateway_config_changes_nothing(gw_fake, gw_client, tmp_path):
+    from ragops.serving.deploy import deploy
+
+    deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=split_config(tmp_path), **FAST)
+    again = deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=split_config(tmp_path),
+                   **FAST)
+    assert (again.action, again.ai_gateway) == ("unchanged", "unchanged")
+    assert len(gw_fake.calls("POST")) == 1 and gw_fake.calls("PUT", f"/api/2.0/serving-endpoints/{ENDPOINT}/config") == []
+    assert len(gw_fake.gateway_puts()) == 1
+
+
+def test_new_weights_update_the_split_and_leave_the_ai_gateway_alone(gw_fake, gw_client, tmp_path):
+    from ragops.serving.deploy import deploy
+
+    deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=split_config(tmp_path), **FAST)
+    result = deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT,
+                    gateway_config=split_config(tmp_path, champion=2, challenger=1), **FAST)
+    [(_, body)] = gw_fake.calls("PUT", f"/api/2.0/serving-endpoints/{ENDPOINT}/config")
+    assert body["traffic_config"]["routes"] == [{"served_model_name": "rag_chain-3", "traffic_percentage": 67},
+                                                {"served_model_name": "rag_chain-4", "traffic_percentage": 33}]
+    assert (result.action, result.ai_gateway) == ("updated", "unchanged") and len(gw_fake.gateway_puts()) == 1
+
+
+def test_rate_limits_set_outside_the_config_are_cleared(gw_fake, gw_client, tmp_path):
+    from ragops.serving.deploy import deploy
+
+    gw_fake.seed(ENDPOINT, "3")
+    gw_fake.endpoints[ENDPOINT]["ai_gateway"] = {
+        "usage_tracking_config": {"enabled": True},
+        "rate_limits": [{"calls": 1, "key": "endpoint", "renewal_period": "minute"}]}
+    config = gateway_yaml(tmp_path, 'routes: [{name: rag_chain, targets: [{name: champion, '
+                                    'model: "models:/rag_chain@champion"}]}]\n')
+    result = deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=config, **FAST)
+    assert result.action == "unchanged" and result.ai_gateway == "updated"
+    [gateway] = gw_fake.gateway_puts()
+    assert gateway["rate_limits"] == []  # sent empty, so the endpoint's old limit goes
+    assert gateway["inference_table_config"]["enabled"] is True
+
+
+def test_two_aliases_on_one_version_serve_one_entity(gw_fake, gw_client, tmp_path):
+    from ragops.serving.deploy import deploy
+
+    gw_fake.aliases[(MODEL, "challenger")] = 3  # just promoted: champion and challenger are the same version
+    result = deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=split_config(tmp_path),
+                    **FAST)
+    [(_, body)] = gw_fake.calls("POST")
+    assert [e["entity_version"] for e in body["config"]["served_entities"]] == ["3"]
+    assert body["config"]["traffic_config"]["routes"] == [{"served_model_name": "rag_chain-3",
+                                                           "traffic_percentage": 100}]
+    assert [t["targets"] for t in result.traffic] == [["champion", "challenger"]]
+
+
+def test_the_default_gateway_config_serves_the_champion_alone(gw_fake, gw_client, tmp_path):
+    from ragops.config import Settings
+    from ragops.serving.deploy import deploy
+    from ragops.serving.gateway.config import load_gateway_config
+
+    uc = Settings(root=tmp_path, mlflow_tracking_uri="databricks")  # models:/main.ragops.rag_chain@champion
+    result = deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT,
+                    gateway_config=load_gateway_config(None, uc, environ={}), **FAST)
+    [(_, body)] = gw_fake.calls("POST")
+    assert body["config"]["traffic_config"]["routes"] == [{"served_model_name": "rag_chain-3",
+                                                           "traffic_percentage": 100}]
+    assert result.gateway_notes == [] and result.ai_gateway == "updated"
+    assert gw_fake.gateway_puts()[0]["rate_limits"] == []
+
+
+def test_an_upstream_target_cannot_be_deployed(gw_fake, gw_client, tmp_path):
+    from ragops.serving.deploy import deploy
+
+    config = gateway_yaml(tmp_path, "routes: [{name: remote, targets: [{name: up, upstream: 'http://h:1/x'}]}]\n")
+    with pytest.raises(DeployError, match=r"targets\[0\]\.upstream: target 'up' forwards to http://h:1/x"):
+        deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=config, **FAST)
+    assert gw_fake.calls("POST") == [] and gw_fake.gateway_puts() == []
+
+
+def test_unknown_gateway_route_is_named(gw_fake, gw_client, tmp_path):
+    from ragops.serving.deploy import deploy
+
+    with pytest.raises(DeployError, match="no route 'other' to deploy"):
+        deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=split_config(tmp_path),
+               gateway_route="other", **FAST)
+
+
+def test_percentages_sum_to_one_hundred():
+    import random
+
+    from ragops.serving.gateway.databricks import percentages
+
+    assert percentages([90, 10]) == [90, 10]
+    assert percentages([1, 1, 1]) == [34, 33, 33]
+    assert percentages([2, 1]) == [67, 33]
+    assert percentages([5]) == [100]
+    rng = random.Random(0)
+    for _ in range(500):
+        weights = [rng.uniform(0.1, 50) for _ in range(rng.randint(1, 6))]
+        shares = percentages(weights)
+        assert sum(shares) == 100
+        assert all(abs(s - 100 * w / sum(weights)) < 1 for s, w in zip(shares, weights, strict=True))
+
+
+def test_too_many_rate_limits_for_an_endpoint(tmp_path):
+    from ragops.serving.gateway.config import GatewayConfigError
+    from ragops.serving.gateway.databricks import ai_gateway_settings
+
+    keys = "".join(f'  - {{name: k{i}, sha256: "{i:064x}", requests_per_minute: 1, tokens_per_minute: 1, '
+                   f'databricks_principal: "u{i}@example.com"}}\n' for i in range(11))
+    config = gateway_yaml(tmp_path, "keys:\n" + keys)
+    with pytest.raises(GatewayConfigError, match="22 Databricks rate limits; an endpoint takes at most 20"):
+        ai_gateway_settings(config, catalog="main", schema="ragops")
+    assert len(ai_gateway_settings(config, catalog="main", schema="ragops", token_limits=False).rate_limits) == 11
+
+
+def test_bundle_endpoint_declares_what_the_default_gateway_config_generates(tmp_path):
+    from ragops.config import Settings
+    from ragops.serving.gateway.config import load_gateway_config
+    from ragops.serving.gateway.databricks import ai_gateway_settings
+
+    resource = yaml.safe_load((REPO / "resources" / "rag_chain_serving.yml").read_text())
+    endpoint = resource["resources"]["model_serving_endpoints"]["rag_chain_endpoint"]
+    default = load_gateway_config(None, Settings(root=tmp_path), environ={})
+    generated = ai_gateway_settings(default, catalog="${var.catalog}", schema="${var.schema}")
+    assert endpoint["ai_gateway"] == generated.as_dict()
+    assert [r["traffic_percentage"] for r in endpoint["config"]["traffic_config"]["routes"]] == [100]
