@@ -715,6 +715,8 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
                                                       data.get("comment"), data.get("corrected_answer"))
             except LookupError as exc:  # feedback.UnknownRequest
                 raise RequestNotFound(str(exc), param="request_id") from None
+            except ValueError as exc:  # feedback.FeedbackError: names its field
+                raise InvalidBody(str(exc), param=getattr(exc, "field", None)) from None
         except GatewayError as exc:
             return error_response(exc, "")
         return Response(_dumps({"id": feedback_id, "object": "feedback", "request_id": request_id, "rating": rating}),
@@ -842,14 +844,62 @@ def app_from_environment() -> FastAPI:
     """The factory uvicorn's worker processes call (``ragops gateway``): settings from the bundle
     target and ``--var`` values, and the config file, passed through the environment."""
     from ragops.bundle import settings_for
+    from ragops.logs import setup_logging
     from ragops.serving.gateway.config import load_gateway_config
 
     if hasattr(signal, "SIGHUP"):  # until the app's handler is in place, a reload signal must not kill us
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    setup_logging(os.environ.get("RAGOPS_LOG_LEVEL") or "INFO")
     settings = settings_for(os.environ.get(ENV_TARGET) or None, json.loads(os.environ.get(ENV_VARS) or "{}"))
     config = load_gateway_config(os.environ.get(ENV_CONFIG) or None, settings)
     return create_app(config, settings, handle_sighup=True)
 
 
+def serve_gateway(settings: Settings, config_path: str | None, *, target: str | None = None,
+                  variables: Mapping[str, str] | None = None, host: str = "127.0.0.1", port: int = 8000,
+                  workers: int = 1, graceful_timeout_s: int = 30) -> int:
+    """Run the gateway in the foreground until SIGTERM / Ctrl-C (each worker flushes its inference
+    log on the way out); SIGHUP makes every worker reload the config file in place (models already
+    loaded stay loaded). ``workers`` > 1: uvicorn's supervisor with that many processes sharing the
+    socket, the limits (files under ``<root>/gateway/limits``) and the metrics
+    (``PROMETHEUS_MULTIPROC_DIR``)."""
+    import uvicorn
+
+    os.environ[ENV_CONFIG] = str(config_path or "")
+    os.environ[ENV_TARGET] = target or ""
+    os.environ[ENV_VARS] = json.dumps(dict(variables or {}))
+    if workers > 1:
+        from ragops.serving.local import worker_threads
+
+        metrics_dir = settings.root / "gateway" / "metrics"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):  # samples of a previous run's (dead) workers
+            stale.unlink()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # N workers each running a model on every core would fight over them (as `ragops serve`)
+        threads = str(worker_threads(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", threads)
+        os.environ.setdefault("RAGOPS_LLM_THREADS", threads)
+    config = uvicorn.Config("ragops.serving.gateway.app:app_from_environment", factory=True, host=host, port=port,
+                            workers=workers, lifespan="on", access_log=False, log_config=None,
+                            timeout_graceful_shutdown=graceful_timeout_s)
+    if workers <= 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 1
+    from uvicorn.supervisors import Multiprocess
+
+    class ReloadingSupervisor(Multiprocess):
+        def handle_hup(self) -> None:  # uvicorn restarts every worker; reloading in place keeps the models
+            log.info("SIGHUP: every worker reloads the gateway config")
+            for process in self.processes:
+                if process.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGHUP)
+
+    ReloadingSupervisor(config, sockets=[config.bind_socket()]).run()
+    return 0
+
+
 __all__ = ["ChatRequest", "CheckRefused", "Gateway", "GatewayError", "NoChecks", "RequestChecks",
-           "app_from_environment", "create_app", "parse_chat_request"]
+           "app_from_environment", "create_app", "parse_chat_request", "serve_gateway"]
