@@ -10,13 +10,19 @@ Every answer carries what the model call cost: ``usage`` (``prompt_tokens``, ``c
 the backend's own ``response_metadata["timings"]`` when it reports them, else measured around the
 stream's first chunk). ``invoke(trace=False)`` skips MLflow altogether (no import, no trace write:
 seconds on a cold ``ragops ask``).
+
+Document access control: ``invoke(..., groups=...)`` and ``stream(..., groups=...)`` retrieve only
+chunks those groups may see (``None``: no filter, for a local owner or evaluation; the gateway
+always passes its key's groups, ``()`` meaning public documents only). The filter is applied in
+the search itself (:mod:`ragops.index.access`), so the prompt never holds a hidden passage, and
+the output records it: ``"access": {"groups": [...] | None}``.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -27,6 +33,7 @@ from langchain_core.runnables import RunnableLambda
 
 from ragops.chain.prompts import DONT_KNOW, ResolvedPrompt
 from ragops.config import ChainConfig, config_hash
+from ragops.index.access import check_groups
 from ragops.index.search import Searcher, SearchResult
 from ragops.llm.messages import from_dicts
 
@@ -174,12 +181,13 @@ class RagChain:
         return self
 
     # --- steps -----------------------------------------------------------------------------
-    def retrieve(self, question: str) -> list[SearchResult]:
+    def retrieve(self, question: str, groups: Sequence[str] | None = None) -> list[SearchResult]:
+        """The passages for ``question`` that ``groups`` may see (None: every passage)."""
         # The similarity floor is what needs the query vector in keyword mode: without a floor a
         # keyword-only chain never loads the embedding model.
         floor = self.config.min_similarity
         results = self.searcher.search(question, k=self.config.k, mode=self.config.search_mode,
-                                       vector_scores=floor > 0)
+                                       vector_scores=floor > 0, groups=groups)
         return [r for r in results if floor <= 0 or (r.vector_score or 0.0) >= floor]
 
     def messages(self, question: str, history: list[BaseMessage], results: list[SearchResult]) -> list[BaseMessage]:
@@ -188,12 +196,15 @@ class RagChain:
 
     # --- invocation ------------------------------------------------------------------------
     def invoke(self, question: str, history: list[dict[str, str]] | None = None, *,
-               include_context: bool = False, trace: bool = True) -> dict[str, Any]:
-        """Answer one question. ``include_context`` adds the passages' text (``contexts``), which
-        evaluation needs for groundedness; serving leaves it out to keep responses small.
-        ``trace=False`` records no MLflow trace (``trace_id`` is then None)."""
+               groups: Sequence[str] | None = None, include_context: bool = False,
+               trace: bool = True) -> dict[str, Any]:
+        """Answer one question from the passages ``groups`` may see (None: all of them).
+        ``include_context`` adds the passages' text (``contexts``), which evaluation needs for
+        groundedness; serving leaves it out to keep responses small. ``trace=False`` records no
+        MLflow trace (``trace_id`` is then None)."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
+        groups = check_groups(groups)
         span = _spans(trace)
         hist = from_dicts(history or [])
         timings: dict[str, float] = {}
@@ -201,8 +212,9 @@ class RagChain:
             root.set_inputs({"question": question, "history": history or []})
             t0 = time.perf_counter()
             with span("retrieve", "retriever") as s:
-                s.set_inputs({"query": question, "k": self.config.k, "mode": self.config.search_mode})
-                results = self.retrieve(question)
+                s.set_inputs({"query": question, "k": self.config.k, "mode": self.config.search_mode,
+                              "groups": None if groups is None else list(groups)})
+                results = self.retrieve(question, groups)
                 s.set_outputs([{"page_content": r.text, "metadata": {"doc_id": r.doc_id, "chunk_id": r.chunk_id,
                                "score": r.score, "vector_score": r.vector_score}} for r in results])
             timings["retrieval_ms"] = (time.perf_counter() - t0) * 1000
@@ -225,21 +237,24 @@ class RagChain:
                     answer = tidy_answer(text) or DONT_KNOW
                     s.set_outputs({"content": answer, "usage": usage, "timings": model_timings})
                 timings["generation_ms"] = (time.perf_counter() - t2) * 1000
-            out = self._output(answer, results, timings, usage, root.trace_id, model_timings)
+            out = self._output(answer, results, timings, usage, root.trace_id, model_timings, groups)
             if include_context:
                 out["contexts"] = [r.text for r in results]
             root.set_outputs({"answer": answer, "sources": out["sources"]})
         return out
 
-    def stream(self, question: str, history: list[dict[str, str]] | None = None) -> Iterator[dict[str, Any]]:
-        """Yield ``{"delta": text}`` pieces, then one final ``{"done": True, ...full output}``."""
+    def stream(self, question: str, history: list[dict[str, str]] | None = None, *,
+               groups: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Yield ``{"delta": text}`` pieces, then one final ``{"done": True, ...full output}``;
+        ``groups`` as in :meth:`invoke`."""
+        groups = check_groups(groups)
         started = time.perf_counter()
-        results = self.retrieve(question)
+        results = self.retrieve(question, groups)
         timings = {"retrieval_ms": (time.perf_counter() - started) * 1000}
         if not results:
             yield {"delta": DONT_KNOW}
             yield {"done": True, **self._output(DONT_KNOW, results, timings, dict(NO_USAGE), None,
-                                                {"ttft_s": None, "total_s": 0.0})}
+                                                {"ttft_s": None, "total_s": 0.0}, groups)}
             return
         msgs = self.messages(question, from_dicts(history or []), results)
         parts, usage_meta, reported, first = [], {}, {}, None
@@ -258,14 +273,16 @@ class RagChain:
         model_timings = {"ttft_s": round(float(reported.get("ttft_s") or (first or ended) - t), 4),
                          "total_s": round(float(reported.get("total_s") or ended - t), 4)}
         yield {"done": True, **self._output(tidy_answer("".join(parts)) or DONT_KNOW, results, timings,
-                                            usage_of(usage_meta), None, model_timings)}
+                                            usage_of(usage_meta), None, model_timings, groups)}
 
     def as_runnable(self) -> RunnableLambda:
-        """The chain as a LangChain Runnable: ``{"question", "history"?}`` → output dict."""
-        return RunnableLambda(lambda x: self.invoke(x["question"], x.get("history")), name="ragops_rag_chain")
+        """The chain as a LangChain Runnable: ``{"question", "history"?, "groups"?}`` → output dict."""
+        return RunnableLambda(lambda x: self.invoke(x["question"], x.get("history"), groups=x.get("groups")),
+                              name="ragops_rag_chain")
 
     def _output(self, answer: str, results: list[SearchResult], timings: dict[str, float], usage: dict[str, int],
-                trace_id: str | None, model_timings: dict[str, float | None]) -> dict[str, Any]:
+                trace_id: str | None, model_timings: dict[str, float | None],
+                groups: tuple[str, ...] | None = None) -> dict[str, Any]:
         return {
             "answer": answer,
             "sources": [
@@ -279,4 +296,6 @@ class RagChain:
             "timings": dict(model_timings),
             "timings_ms": {k: round(v, 2) for k, v in timings.items()},
             "lineage": self.lineage,
+            #: the access filter retrieval applied (None: none, every document was searchable)
+            "access": {"groups": None if groups is None else list(groups)},
         }

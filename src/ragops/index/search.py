@@ -1,4 +1,11 @@
-"""Search an index snapshot: vector, keyword or hybrid (reciprocal rank fusion), with filters."""
+"""Search an index snapshot: vector, keyword or hybrid (reciprocal rank fusion), with filters.
+
+``groups`` is document access control: ``None`` searches every chunk (a local owner,
+evaluation); a tuple of group names searches only chunks that are public or name one of those
+groups (``()``: public chunks only). Like ``filters`` it is a mask applied inside the FAISS and
+BM25 searches, so the top k are the best k chunks the caller may see — never fewer because
+hidden chunks ranked higher (see :mod:`ragops.index.access`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import pandas as pd
 from ragops.config import SEARCH_MODES, Settings
 from ragops.embedding import Embedder, embedder_identity, get_embedder
 from ragops.errors import RagopsError
+from ragops.index.access import AccessIndex, check_groups
 from ragops.index.fusion import reciprocal_rank_fusion
 from ragops.index.snapshot import Snapshot, SnapshotStore
 
@@ -62,6 +70,7 @@ class Searcher:
         rows = snapshot.rows
         self._rows = rows
         self._position = pd.Series(np.arange(len(rows)), index=rows["faiss_id"].to_numpy())
+        self._access = AccessIndex(rows.get("allowed_groups"))
 
     @classmethod
     def open(cls, settings: Settings, snapshot_id: str | None = None) -> Searcher:
@@ -94,10 +103,14 @@ class Searcher:
         return self.snapshot.manifest
 
     # --- filters ---------------------------------------------------------------------------
-    def _mask(self, filters: Filters | None) -> np.ndarray | None:
+    def _mask(self, filters: Filters | None, groups: tuple[str, ...] | None = None) -> np.ndarray | None:
+        """Rows a search may return (None: all): the filters' matches the caller's groups may see."""
+        mask = None
+        if groups is not None and not self._access.all_public:
+            mask = self._access.mask(groups, self.snapshot.manifest.snapshot_id)
         if not filters:
-            return None
-        mask = np.ones(len(self._rows), dtype=bool)
+            return mask
+        mask = np.ones(len(self._rows), dtype=bool) if mask is None else mask
         for field, wanted in filters.items():
             if field not in FILTERABLE:
                 raise SearchError(f"cannot filter on {field!r}; filterable fields: {', '.join(FILTERABLE)}")
@@ -120,20 +133,26 @@ class Searcher:
         return [(int(p), float(s)) for s, p in zip(scores, positions, strict=True)]
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: Filters | None = None, *,
-               vector_scores: bool = True) -> list[SearchResult]:
-        return self.search_batch([query], k=k, mode=mode, filters=filters, vector_scores=vector_scores)[0]
+               vector_scores: bool = True, groups: Sequence[str] | None = None) -> list[SearchResult]:
+        return self.search_batch([query], k=k, mode=mode, filters=filters, vector_scores=vector_scores,
+                                 groups=groups)[0]
 
     def search_batch(self, queries: list[str], k: int = 5, mode: str = "hybrid",
-                     filters: Filters | None = None, *, vector_scores: bool = True) -> list[list[SearchResult]]:
+                     filters: Filters | None = None, *, vector_scores: bool = True,
+                     groups: Sequence[str] | None = None) -> list[list[SearchResult]]:
         """``vector_scores=False`` leaves keyword-only hits without ``vector_score`` (keyword mode then
-        needs no query vector, hence no embedding model)."""
+        needs no query vector, hence no embedding model). ``groups``: the caller's access groups
+        (None: no access filter; see the module docstring)."""
         if mode not in SEARCH_MODES:
             raise SearchError(f"mode={mode!r} is not one of {', '.join(SEARCH_MODES)}")
         if k < 1:
             raise SearchError("k must be at least 1")
+        groups = check_groups(groups)
         if not len(self._rows):
             return [[] for _ in queries]
-        mask = self._mask(filters)
+        mask = self._mask(filters, groups)
+        if mask is not None and not mask.any():
+            return [[] for _ in queries]  # nothing visible: no need to embed the queries
         depth = max(k, 100) if mode == "hybrid" else k
         need_vectors = mode != "keyword" or vector_scores
         qvecs = self.embedder.encode(list(queries)) if need_vectors else None

@@ -3,7 +3,8 @@
 Layout under ``settings.index_root``::
 
     snapshots/<snapshot_id>/manifest.json   what it was built from (table, Delta version, model …)
-                           /rows.parquet    one row per chunk: faiss id, ids, text, source
+                           /rows.parquet    one row per chunk: faiss id, ids, text, source, allowed
+                                            groups (see :mod:`ragops.index.access`)
                            /vectors.faiss   the FAISS index
                            /bm25/           the keyword index
     CURRENT                                 the snapshot_id that serves (replaced atomically)
@@ -26,15 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ragops.config import IndexConfig
 from ragops.errors import RagopsError
+from ragops.index import access
 from ragops.index.keyword import KeywordIndex
 from ragops.index.vector import VectorIndex
 
 log = logging.getLogger(__name__)
 
-ROW_COLUMNS = ["faiss_id", "chunk_id", "doc_id", "content_hash", "title", "section", "source_uri", "text"]
+ROW_COLUMNS = ["faiss_id", "chunk_id", "doc_id", "content_hash", "title", "section", "source_uri", "text",
+               access.COLUMN]
 
 
 class SnapshotNotFoundError(RagopsError, FileNotFoundError):
@@ -57,6 +62,9 @@ class Manifest:
     git_commit: str = ""
     ragops_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the document groups the rows carry: raw_documents table and version read, counts, group
+    #: names (empty in snapshots built before access control)
+    access_control: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +104,13 @@ class SnapshotStore:
         data = json.loads((self.snapshots / sid / "manifest.json").read_text())
         return Manifest(**data)
 
+    def read_rows(self, snapshot_id: str, columns: list[str]) -> pd.DataFrame:
+        """Some columns of a snapshot's rows, without loading its indexes; a column the snapshot
+        predates is left out."""
+        path = self.snapshots / snapshot_id / "rows.parquet"
+        present = set(pq.read_schema(path).names)
+        return pd.read_parquet(path, columns=[c for c in columns if c in present])
+
     def list(self) -> list[Manifest]:
         if not self.snapshots.exists():
             return []
@@ -130,7 +145,9 @@ class SnapshotStore:
         self.snapshots.mkdir(parents=True, exist_ok=True)
         tmp = self.snapshots / f".tmp-{manifest.snapshot_id}"
         tmp.mkdir()
-        rows[ROW_COLUMNS].to_parquet(tmp / "rows.parquet", index=False)
+        # The groups column gets its type explicitly: all-public rows would otherwise be list<null>.
+        table = pa.Table.from_pandas(rows[ROW_COLUMNS[:-1]], preserve_index=False)
+        pq.write_table(table.append_column(access.COLUMN, access.to_arrow(rows[access.COLUMN])), tmp / "rows.parquet")
         vectors.save(tmp / "vectors.faiss")
         keywords.save(tmp / "bm25")
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))

@@ -6,6 +6,11 @@ those inserts, updates and deletes. Where the engine has no change feed (a Spark
 such as Sail), it falls back to a content-hash diff against the snapshot and says so. A new
 embedding model or index config forces a full rebuild. Every sync publishes a new immutable
 snapshot and switches the pointer atomically (see :mod:`ragops.index.snapshot`).
+
+Each snapshot row also carries its document's allowed groups, looked up in ``raw_documents`` at
+build time. When only the groups changed (ingest moved ``raw_documents`` but not ``embeddings``)
+the sync publishes in mode ``access``: the previous FAISS and BM25 indexes with new rows, nothing
+re-embedded (see :mod:`ragops.index.access`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import ragops
 from ragops.chunking.chunk import indexed_text
 from ragops.config import Settings, config_hash
 from ragops.errors import RagopsError
+from ragops.index import access
 from ragops.index.keyword import KeywordIndex
 from ragops.index.snapshot import ROW_COLUMNS, Manifest, SnapshotStore, new_snapshot_id
 from ragops.index.vector import VectorIndex, faiss_ids
@@ -50,12 +56,14 @@ def _maybe_fail(point: str) -> None:
 class SyncSummary:
     snapshot_id: str | None
     previous_snapshot: str | None
-    mode: str  # up_to_date | full | change_feed | hash_diff | empty
+    mode: str  # up_to_date | full | change_feed | hash_diff | access | empty
     source_version: int | None
     added: int = 0
     updated: int = 0
     deleted: int = 0
     total: int = 0
+    #: chunks kept from the previous snapshot whose allowed groups changed
+    access_changed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,7 +108,18 @@ def _keyword_index(rows: pd.DataFrame, settings: Settings) -> KeywordIndex:
 def _rows_from(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     out["faiss_id"] = faiss_ids(out["chunk_id"])
+    out[access.COLUMN] = None  # looked up from raw_documents once the rows are final
     return out[ROW_COLUMNS].reset_index(drop=True)
+
+
+def _access_changed(before: pd.DataFrame, after: pd.DataFrame) -> int:
+    """Chunks in both row sets whose groups differ (all of them when ``before`` predates groups)."""
+    both = after[["chunk_id", access.COLUMN]].merge(
+        before[["chunk_id"] + ([access.COLUMN] if access.COLUMN in before else [])], on="chunk_id",
+        how="inner", suffixes=("", "_before"))
+    if access.COLUMN not in before:
+        return len(both)
+    return int((~access.same_groups(both[access.COLUMN + "_before"], both[access.COLUMN])).sum())
 
 
 def _stack(vectors: pd.Series) -> np.ndarray:
@@ -115,10 +134,23 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
     cfg_hash = index_config_hash(settings)
     previous = store.manifest()
     prev_id = previous.snapshot_id if previous else None
+    access_version = lh.version("raw_documents")  # None: no such table, nothing restricts access
+    groups_by_doc: access.GroupsByDoc | None = None
+    groups_read = False
 
     if previous and not full and previous.source_version == version and previous.config_hash == cfg_hash:
-        log.info("index sync: snapshot %s is up to date with embeddings v%s", prev_id, version)
-        return SyncSummary(prev_id, prev_id, "up_to_date", version, total=previous.counts.get("chunks", 0))
+        groups_versioned = access_version is not None or not lh.exists("raw_documents")
+        if groups_versioned and access.is_current(previous.access_control, access_version):
+            log.info("index sync: snapshot %s is up to date with embeddings v%s", prev_id, version)
+            return SyncSummary(prev_id, prev_id, "up_to_date", version, total=previous.counts.get("chunks", 0))
+        # raw_documents moved but embeddings did not: maybe only allowed groups changed.
+        groups_by_doc, groups_read = access.document_groups(lh), True
+        before = store.read_rows(prev_id, ["chunk_id", "doc_id", access.COLUMN])
+        now = access.chunk_groups(before["doc_id"].tolist(), groups_by_doc)
+        if access.COLUMN in before and access.same_groups(before[access.COLUMN], now).all():
+            log.info("index sync: snapshot %s is up to date with embeddings v%s and the documents' groups "
+                     "(raw_documents v%s)", prev_id, version, access_version)
+            return SyncSummary(prev_id, prev_id, "up_to_date", version, total=previous.counts.get("chunks", 0))
 
     models = lh.read("embeddings", ["model"], version=version)["model"].unique().tolist()
     if len(models) > 1:
@@ -128,7 +160,9 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
     model = models[0] if models else (previous.model if previous else "")
 
     mode = "full"
-    if previous and not full and previous.config_hash == cfg_hash and (not models or previous.model == model):
+    if groups_read:
+        mode = "access"
+    elif previous and not full and previous.config_hash == cfg_hash and (not models or previous.model == model):
         try:
             changes = lh.changes("embeddings", previous.source_version, version)
             upserts, deletes = _final_changes(changes)
@@ -152,6 +186,8 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
     else:
         snap = store.load(prev_id, settings.index)
         rows, vectors, dimension = snap.rows, snap.vectors, previous.dimension
+        if mode == "access":  # same chunks and vectors as the previous snapshot, new groups below
+            upserts, deletes = pd.DataFrame(columns=["chunk_id"]), []
         if mode == "hash_diff":
             current = lh.read("embeddings", ["chunk_id", "content_hash"], version=version)
             have = dict(zip(rows["chunk_id"], rows["content_hash"], strict=True))
@@ -175,8 +211,13 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
 
     if len(rows) != len(vectors):
         raise IndexSyncError(f"index sync: {len(rows)} rows but {len(vectors)} vectors — snapshot would be inconsistent")
+    if not groups_read:
+        groups_by_doc = access.document_groups(lh)
+    rows[access.COLUMN] = access.chunk_groups(rows["doc_id"].tolist(), groups_by_doc)
+    access_changed = _access_changed(snap.rows, rows) if mode != "full" else 0
     _maybe_fail("index_sync:before_publish")
-    keywords = _keyword_index(rows, settings)
+    # Groups are not indexed text: an access-only snapshot keeps the previous BM25 index as it is.
+    keywords = snap.keywords if mode == "access" else _keyword_index(rows, settings)
     snapshot_id = new_snapshot_id(version)
     manifest = Manifest(
         snapshot_id=snapshot_id,
@@ -199,10 +240,12 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
         git_commit=settings.git_commit,
         ragops_version=ragops.__version__,
         extra={"catalog": settings.catalog, "schema": settings.schema, "engine": lh.engine},
+        access_control=access.summary(
+            rows, lh.location("raw_documents") if access_version is not None else None, access_version),
     )
     store.publish(manifest, rows, vectors, keywords, before_switch=lambda: _maybe_fail("index_sync:before_switch"))
     log.info(
-        "index sync (%s): +%d ~%d -%d → %d chunks in snapshot %s (embeddings v%s)",
-        mode, added, updated, deleted, len(rows), snapshot_id, version,
+        "index sync (%s): +%d ~%d -%d, %d with new groups → %d chunks in snapshot %s (embeddings v%s)",
+        mode, added, updated, deleted, access_changed, len(rows), snapshot_id, version,
     )
-    return SyncSummary(snapshot_id, prev_id, mode, version, added, updated, deleted, len(rows))
+    return SyncSummary(snapshot_id, prev_id, mode, version, added, updated, deleted, len(rows), access_changed)

@@ -5,6 +5,10 @@ changed; documents whose file is gone are deleted (downstream stages then drop t
 embeddings and index entries). Inputs that cannot be read go to ``rejected_documents`` with a
 reason; the run carries on, and a file that *was* ingested but is now broken keeps its last
 good version (bad input never deletes what was already stored).
+
+A document whose text is the same but whose metadata changed (its ``allowed_groups`` above all,
+see :mod:`ragops.ingest.access`) is rewritten with the same content hash: chunking and embedding
+then leave it alone, and the next index sync picks up the new groups without re-embedding.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pyarrow as pa
 
 from ragops.config import IngestConfig, Settings
 from ragops.errors import RagopsError
+from ragops.ingest import access
 from ragops.ingest.loaders import LoadError, LoadResult, Rejection, drop_short, load_bytes, records_from_table
 from ragops.lakehouse import Lakehouse
 from ragops.lakehouse.schemas import RAW_DOCUMENTS, utcnow
@@ -45,6 +50,8 @@ class IngestSummary:
     documents: int = 0
     new: int = 0
     updated: int = 0
+    #: same text, new metadata (e.g. changed allowed_groups): rewritten, not re-chunked
+    metadata_updated: int = 0
     unchanged: int = 0
     deleted: int = 0
     rejected: int = 0
@@ -126,21 +133,53 @@ def _result_rows(result: LoadResult, source: str, size: int, origin_rel: str) ->
     return rows
 
 
+def _read_sidecar(path: str, rel: str, max_bytes: int) -> list[str] | None:
+    """The groups named by the document's ``.acl.json`` sidecar; None without one."""
+    sidecar = Path(access.sidecar_of(path))
+    if not sidecar.is_file():
+        return None
+    name = access.sidecar_of(rel)
+    if sidecar.stat().st_size > max_bytes:
+        raise LoadError(access.BAD_GROUPS, f"{name}: over the limit of {max_bytes:,} bytes")
+    try:
+        data = sidecar.read_bytes()
+    except OSError as exc:
+        raise LoadError(access.BAD_GROUPS, f"{name}: unreadable ({exc})") from exc
+    return access.parse_sidecar(data, name)
+
+
 def load_files(batch: pd.DataFrame, *, source: str, config: IngestConfig) -> pd.DataFrame:
     """Read and parse a batch of files (columns path, rel, size_bytes) → LOAD_SCHEMA rows."""
     cols = (config.id_column, config.title_column, config.text_column)
     rows: list[dict] = []
     for path, rel, size in batch[FILE_LIST_COLUMNS].itertuples(index=False):
+        fmt = Path(rel).suffix.lstrip(".")
+        if access.is_sidecar(rel):  # read with its document, never a document itself
+            if not Path(access.document_of(path)).is_file():
+                orphan = Rejection(rel, fmt, access.ORPHAN_SIDECAR,
+                                   f"{rel}: an access-control sidecar without its document "
+                                   f"{access.document_of(rel)} (misspelt name?)")
+                rows += _result_rows(LoadResult(rejections=[orphan]), source, int(size), rel)
+            continue
+        try:
+            groups = _read_sidecar(path, rel, config.max_bytes)
+        except LoadError as exc:
+            # The whole file is rejected (and its stored documents kept as they were): loading it
+            # without its groups would make restricted documents public.
+            result = LoadResult(rejections=[Rejection(rel, fmt, exc.reason_code, exc.reason)])
+            rows += _result_rows(result, source, int(size), rel)
+            continue
         if size > config.max_bytes:  # do not even read it
             data = b"x" * (config.max_bytes + 1)
         else:
             try:
                 data = Path(path).read_bytes()
             except OSError as exc:
-                result = LoadResult(rejections=[Rejection(rel, Path(rel).suffix.lstrip("."), "unreadable", str(exc))])
+                result = LoadResult(rejections=[Rejection(rel, fmt, "unreadable", str(exc))])
                 rows += _result_rows(result, source, int(size), rel)
                 continue
-        result = load_bytes(data, rel, max_bytes=config.max_bytes, columns=cols, min_chars=config.min_chars)
+        result = load_bytes(data, rel, max_bytes=config.max_bytes, columns=cols, min_chars=config.min_chars,
+                            allowed_groups=groups)
         rows += _result_rows(result, source, int(size), rel)
     return pd.DataFrame(rows, columns=LOAD_SCHEMA.names)
 
@@ -177,7 +216,7 @@ def run_ingest(lh: Lakehouse, settings: Settings) -> IngestSummary:
         summary.files = 1
     else:
         _, files = list_source_files(source)
-        summary.files = len(files)
+        summary.files = int((~files["rel"].map(access.is_sidecar)).sum())
         present_rels = set(files["rel"])
         config = settings.ingest
         loaded = lh.map_batches(
@@ -194,16 +233,22 @@ def run_ingest(lh: Lakehouse, settings: Settings) -> IngestSummary:
     # documents: absence from this load is not evidence that they were removed.
     damaged_rels = set(rejects["origin_rel"])
 
-    existing = lh.read("raw_documents", ["doc_id", "content_hash", "source_uri"], where={"source": [source]})
+    existing = lh.read("raw_documents", ["doc_id", "content_hash", "source_uri", "metadata"],
+                       where={"source": [source]})
     existing_hash = dict(zip(existing["doc_id"], existing["content_hash"], strict=True))
+    existing_meta = dict(zip(existing["doc_id"], existing["metadata"], strict=True))
 
     docs = docs.drop_duplicates("doc_id", keep="first")
     is_new = ~docs["doc_id"].isin(existing_hash.keys())
     is_changed = ~is_new & (docs["doc_id"].map(existing_hash) != docs["content_hash"])
-    to_write = docs[is_new | is_changed][RAW_DOCUMENTS.columns]
+    # Same text, other metadata (allowed_groups changed, say): the row is rewritten with the same
+    # content hash, so chunks and embeddings stay and only the index picks up the change.
+    is_meta_changed = ~is_new & ~is_changed & (docs["doc_id"].map(existing_meta) != docs["metadata"])
+    to_write = docs[is_new | is_changed | is_meta_changed][RAW_DOCUMENTS.columns]
     summary.documents = len(docs)
     summary.new, summary.updated = int(is_new.sum()), int(is_changed.sum())
-    summary.unchanged = len(docs) - summary.new - summary.updated
+    summary.metadata_updated = int(is_meta_changed.sum())
+    summary.unchanged = len(docs) - summary.new - summary.updated - summary.metadata_updated
 
     current_ids = set(docs["doc_id"])
 
@@ -237,9 +282,10 @@ def run_ingest(lh: Lakehouse, settings: Settings) -> IngestSummary:
         log.warning("rejected %s: [%s] %s", row.source_uri, row.reason_code, row.reason)
     summary.raw_documents_version = deleted.version or result.version or lh.version("raw_documents")
     log.info(
-        "ingest: %d files → %d documents (%d new, %d updated, %d unchanged, %d deleted), %d rejected",
-        summary.files, summary.documents, summary.new, summary.updated, summary.unchanged, summary.deleted,
-        summary.rejected,
+        "ingest: %d files → %d documents (%d new, %d updated, %d metadata only, %d unchanged, %d deleted), "
+        "%d rejected",
+        summary.files, summary.documents, summary.new, summary.updated, summary.metadata_updated,
+        summary.unchanged, summary.deleted, summary.rejected,
     )
     return summary
 

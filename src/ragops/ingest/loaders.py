@@ -4,19 +4,22 @@ Each loader returns a :class:`LoadResult`: the documents it could read and the r
 what it could not. Nothing here touches storage; :mod:`ragops.ingest.ingest` decides what
 to write. A rejection names what is wrong so a person can fix the file:
 
-=================  ============================================================
-reason_code        meaning
-=================  ============================================================
-empty              0 bytes, or nothing but whitespace after text extraction
-too_short          fewer characters of text than ``min_document_chars``
-too_large          bigger than ``max_document_bytes``
-binary             NUL bytes / control characters: not a text document
-encoding           not UTF-8 and no confident guess at another encoding
-parse_error        broken PDF / JSON / HTML, or a malformed JSONL line
-no_text            a PDF without extractable text (scanned; needs OCR)
-missing_field      a JSON record or table row without the id / text field
-unsupported        a file type ragops does not load
-=================  ============================================================
+====================  ============================================================
+reason_code           meaning
+====================  ============================================================
+empty                 0 bytes, or nothing but whitespace after text extraction
+too_short             fewer characters of text than ``min_document_chars``
+too_large             bigger than ``max_document_bytes``
+binary                NUL bytes / control characters: not a text document
+encoding              not UTF-8 and no confident guess at another encoding
+parse_error           broken PDF / JSON / HTML, or a malformed JSONL line
+no_text               a PDF without extractable text (scanned; needs OCR)
+missing_field         a JSON record or table row without the id / text field
+unsupported           a file type ragops does not load
+bad_allowed_groups    an ``allowed_groups`` value or ``.acl.json`` sidecar that is not a list
+                      of group names (see :mod:`ragops.ingest.access`)
+orphan_sidecar        an ``.acl.json`` sidecar without the document it is named after
+====================  ============================================================
 """
 
 from __future__ import annotations
@@ -277,6 +280,9 @@ def _record_doc(rec: Any, rel: str, fmt: str, where: str, cols: tuple[str, str, 
     meta = extra.pop("metadata", {}) if isinstance(extra.get("metadata"), dict) else {}
     meta.update(extra)
     meta["external_id"] = str(rid)
+    from ragops.ingest.access import TEXT_CELL_FORMATS, take_groups  # access imports LoadError from here
+
+    take_groups(meta, where, text_cell=fmt in TEXT_CELL_FORMATS)
     return Document(f"{rel}#{rid}", f"{rel}#{rid}", fmt, title or str(rid), text, meta)
 
 
@@ -375,6 +381,9 @@ def _records(rows, rel: str, fmt: str, cols: tuple[str, str, str], label, line_l
 def _single(rel: str, fmt: str, title: str, text: str, meta: dict[str, Any]) -> LoadResult:
     if not text.strip():
         raise LoadError("empty", "no text after extraction (the file is empty or whitespace only)")
+    from ragops.ingest.access import take_groups  # access imports LoadError from here
+
+    take_groups(meta, rel)  # Markdown front matter may name the groups
     return LoadResult([Document(rel, rel, fmt, title, text, meta)])
 
 
@@ -410,9 +419,12 @@ def drop_short(result: LoadResult, min_chars: int) -> LoadResult:
 
 def load_bytes(
     data: bytes, rel: str, *, max_bytes: int, columns: tuple[str, str, str] = ("id", "title", "text"),
-    min_chars: int = 1,
+    min_chars: int = 1, allowed_groups: list[str] | None = None,
 ) -> LoadResult:
-    """Load one file's bytes (``rel`` is its POSIX path relative to the source root)."""
+    """Load one file's bytes (``rel`` is its POSIX path relative to the source root).
+
+    ``allowed_groups`` (from the file's ``.acl.json`` sidecar) applies to each document that names
+    no groups of its own."""
     suffix = PurePosixPath(rel).suffix.lower()
     fmt = suffix.lstrip(".") or "unknown"
     loader = LOADERS.get(suffix)
@@ -432,4 +444,7 @@ def load_bytes(
         return LoadResult(rejections=[Rejection(rel, fmt, exc.reason_code, exc.reason)])
     if not result.documents and not result.rejections:
         result.rejections.append(Rejection(rel, fmt, "empty", "no documents in the file"))
+    if allowed_groups:
+        for doc in result.documents:
+            doc.metadata.setdefault("allowed_groups", sorted(set(allowed_groups)))
     return drop_short(result, min_chars)

@@ -1,0 +1,233 @@
+"""Document access control in the index and the chain, on real Delta tables and a real index.
+
+The corpus is the small sample plus restricted documents: the retention guide (the best match
+for retention questions) is for group ``ops`` (a sidecar), a finance budget note for ``finance``
+(Markdown front matter), and one HR policy record of a JSONL file for ``hr``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models import FakeListChatModel
+
+from ragops.chain import DONT_KNOW, RagChain, ensure_prompts, resolve_prompt
+from ragops.chunking import run_chunking
+from ragops.config import ChainConfig, LLMConfig, Settings
+from ragops.embedding.embed import run_embedding
+from ragops.index import Searcher, Snapshot, SnapshotStore, run_index_sync
+from ragops.index.access import AccessControlError
+from ragops.ingest import run_ingest
+from ragops.lakehouse import open_lakehouse
+from tests.conftest import copy_corpus, run_pipeline
+
+RETENTION = "guides/retention.md"
+BUDGET = "finance/budget-2027.md"
+HR_POLICY = "hr/policies.jsonl#hr-7"
+PUBLIC_POLICY = "hr/policies.jsonl#hr-1"
+RETENTION_QUESTION = "What is the default retention period for raw samples?"
+BUDGET_QUESTION = "How large is the Lumen observability budget for 2027 and who approved it?"
+MODES = ["vector", "keyword", "hybrid"]
+#: the restricted documents and the one group that may see each
+RESTRICTED = {RETENTION: "ops", BUDGET: "finance", HR_POLICY: "hr"}
+
+
+def restricted_corpus(dest: Path) -> Path:
+    corpus = copy_corpus(dest)
+    (corpus / (RETENTION + ".acl.json")).write_text(json.dumps({"allowed_groups": ["ops"]}))
+    (corpus / "finance").mkdir()
+    (corpus / BUDGET).write_text(
+        "---\nallowed_groups: [finance]\n---\n# Observability budget 2027\n\n"
+        "The Lumen observability budget for 2027 is 4.2 million euros. It was approved by the finance "
+        "committee in March 2026 and covers licences, storage and the on-call rota.\n")
+    (corpus / "hr").mkdir()
+    records = [
+        {"id": "hr-1", "title": "Working hours", "text": "Core working hours at Lumen are 10:00 to 16:00."},
+        {"id": "hr-7", "title": "Salary bands", "allowed_groups": ["hr"],
+         "text": "Salary band L5 at Lumen pays between 91,000 and 118,000 euros a year."},
+    ]
+    (corpus / "hr" / "policies.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return corpus
+
+
+@pytest.fixture(scope="module")
+def restricted(tmp_path_factory):
+    """The restricted corpus through the whole pipeline once; tests only read from it."""
+    root = tmp_path_factory.mktemp("access")
+    settings = Settings.from_variables({"root": str(root / "state"),
+                                        "source_path": str(restricted_corpus(root / "corpus"))})
+    run_pipeline(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def searcher(restricted):
+    return Searcher.open(restricted)
+
+
+def docs(results) -> list[str]:
+    return [r.doc_id for r in results]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_restricted_best_match_never_reaches_a_caller_without_its_group(searcher, mode):
+    assert docs(searcher.search(RETENTION_QUESTION, k=5, mode=mode, groups=["ops"]))[0] == RETENTION
+    for groups in (["eng"], [], ["finance", "hr"]):
+        results = searcher.search(RETENTION_QUESTION, k=5, mode=mode, groups=groups)
+        assert RETENTION not in docs(results)
+        # Filtered inside the search, not after it: still k results while k visible chunks exist.
+        assert len(results) == 5
+        assert all(doc not in RESTRICTED or RESTRICTED[doc] in groups for doc in docs(results))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_caller_sees_a_restricted_document_by_asking_for_it(searcher, mode):
+    for question, doc, group in ((BUDGET_QUESTION, BUDGET, "finance"),
+                                 ("Salary band L5 pay euros a year", HR_POLICY, "hr")):
+        assert doc in docs(searcher.search(question, k=3, mode=mode, groups=[group]))
+        assert doc in docs(searcher.search(question, k=3, mode=mode))  # groups=None: no filter
+        for groups in ([], ["ops"], ["eng", "support"]):
+            assert doc not in docs(searcher.search(question, k=20, mode=mode, groups=groups))
+
+
+def test_public_documents_are_visible_to_everyone(searcher):
+    question = "On which port does the Lumen Collector listen for pushed data in the native gRPC protocol?"
+    for groups in ([], ["eng"], ["ops"], None):
+        assert "guides/collector-setup.md" in docs(searcher.search(question, k=3, groups=groups))
+    assert PUBLIC_POLICY in docs(searcher.search("core working hours", k=3, mode="keyword", groups=[]))
+
+
+def test_two_callers_asking_the_same_question_get_different_sources(searcher):
+    ops = searcher.search(RETENTION_QUESTION, k=4, groups=["ops"])
+    eng = searcher.search(RETENTION_QUESTION, k=4, groups=["eng"])
+    assert RETENTION in docs(ops) and RETENTION not in docs(eng)
+    assert [r.chunk_id for r in ops] != [r.chunk_id for r in eng]
+
+
+def test_batch_search_applies_the_groups_to_every_query(searcher):
+    batch = searcher.search_batch([RETENTION_QUESTION, BUDGET_QUESTION], k=3, mode="hybrid", groups=["ops"])
+    assert RETENTION in docs(batch[0]) and BUDGET not in docs(batch[1])
+    assert [docs(rs) for rs in batch] == [docs(searcher.search(q, k=3, groups=["ops"]))
+                                         for q in (RETENTION_QUESTION, BUDGET_QUESTION)]
+
+
+def test_groups_combine_with_filters(searcher):
+    only_guides = {"doc_id": "guides/*"}
+    assert docs(searcher.search(RETENTION_QUESTION, k=3, filters=only_guides, groups=["ops"]))[0] == RETENTION
+    results = searcher.search(RETENTION_QUESTION, k=3, filters=only_guides, groups=["eng"])
+    assert results and all(d.startswith("guides/") and d != RETENTION for d in docs(results))
+    assert searcher.search(BUDGET_QUESTION, k=3, filters={"doc_id": BUDGET}, groups=["eng"]) == []
+
+
+def test_the_snapshot_and_its_manifest_record_the_groups(restricted, searcher):
+    rows = searcher.snapshot.rows.set_index("chunk_id")
+    by_doc = {d: sorted({tuple(g) for g in rows.loc[rows["doc_id"] == d, "allowed_groups"]})
+              for d in (RETENTION, BUDGET, HR_POLICY, PUBLIC_POLICY)}
+    assert by_doc == {RETENTION: [("ops",)], BUDGET: [("finance",)], HR_POLICY: [("hr",)], PUBLIC_POLICY: [()]}
+    access = searcher.manifest.access_control
+    assert access["groups"] == ["finance", "hr", "ops"] and access["restricted_documents"] == 3
+    assert access["source_version"] == open_lakehouse(restricted).version("raw_documents")
+
+
+def test_groups_must_be_a_list_of_names(searcher):
+    with pytest.raises(AccessControlError, match=r"not the string 'ops'; write groups=\['ops'\]"):
+        searcher.search(RETENTION_QUESTION, groups="ops")
+    with pytest.raises(AccessControlError, match="must be strings"):
+        searcher.search(RETENTION_QUESTION, groups=[7])
+
+
+def test_a_snapshot_from_before_access_control_refuses_a_group_filter(searcher):
+    snap = searcher.snapshot
+    old = Searcher(Snapshot(snap.path, snap.manifest, snap.rows.drop(columns=["allowed_groups"]), snap.vectors,
+                            snap.keywords), searcher.embedder)
+    assert RETENTION in docs(old.search(RETENTION_QUESTION, k=3))  # no filter asked: as before
+    with pytest.raises(AccessControlError, match="built before document access control"):
+        old.search(RETENTION_QUESTION, k=3, groups=["ops"])
+
+
+# --- a change of groups alone ----------------------------------------------------------------
+
+def test_changing_only_the_groups_publishes_a_new_snapshot_without_re_embedding(tmp_path):
+    settings = Settings.from_variables({"root": str(tmp_path / "state"),
+                                        "source_path": str(restricted_corpus(tmp_path / "corpus"))})
+    run_pipeline(settings)
+    corpus, lh, store = Path(settings.source_path), open_lakehouse(settings), SnapshotStore(settings.index_root)
+    before = store.current_id()
+    embeddings_version = lh.version("embeddings")
+
+    # ops loses the retention guide to eng; the budget note is deleted before it is re-embedded.
+    (corpus / (RETENTION + ".acl.json")).write_text(json.dumps({"allowed_groups": ["eng"]}))
+    (corpus / BUDGET).unlink()
+    ingest = run_ingest(lh, settings)
+    assert (ingest.metadata_updated, ingest.updated, ingest.deleted) == (1, 0, 1)
+    sync = run_index_sync(lh, settings)  # before chunk/embed ran: the budget's vectors are still there
+    assert sync.mode == "access" and sync.snapshot_id != before
+    assert lh.version("embeddings") == embeddings_version
+    chunk_docs = lh.read("chunks", ["doc_id"])["doc_id"]
+    retention_chunks, budget_chunks = int((chunk_docs == RETENTION).sum()), int((chunk_docs == BUDGET).sum())
+    assert sync.access_changed == retention_chunks + budget_chunks  # the budget's groups: now unknown
+    searcher = Searcher.open(settings)
+    assert RETENTION in docs(searcher.search(RETENTION_QUESTION, k=3, groups=["eng"]))
+    assert RETENTION not in docs(searcher.search(RETENTION_QUESTION, k=3, groups=["ops"]))
+    # A chunk whose document is gone fails closed: only the unfiltered owner still finds it.
+    assert BUDGET not in docs(searcher.search(BUDGET_QUESTION, k=20, groups=["finance"]))
+    assert BUDGET in docs(searcher.search(BUDGET_QUESTION, k=3))
+
+    # Chunking and embedding have nothing to do for a change of groups.
+    assert run_chunking(lh, settings).rechunked_documents == 0
+    assert run_embedding(lh, settings).embedded == 0
+    assert run_index_sync(lh, settings).mode in ("change_feed", "hash_diff")  # the budget's deletion
+    assert run_index_sync(lh, settings).mode == "up_to_date"
+
+    # Removing the sidecar makes the guide public again.
+    (corpus / (RETENTION + ".acl.json")).unlink()
+    assert run_ingest(lh, settings).metadata_updated == 1
+    sync = run_index_sync(lh, settings)
+    assert sync.mode == "access" and sync.access_changed == retention_chunks
+    assert RETENTION in docs(Searcher.open(settings).search(RETENTION_QUESTION, k=3, groups=[]))
+
+
+# --- the chain -------------------------------------------------------------------------------
+
+def fake_chain(searcher, answer="From the context."):
+    ensure_prompts()
+    return RagChain(searcher, FakeListChatModel(responses=[answer] * 10), resolve_prompt("rag_answer", "production"),
+                    ChainConfig())
+
+
+def test_the_chain_retrieves_only_what_the_caller_may_see_and_says_which_filter_applied(restricted, searcher):
+    from ragops.tracking import configure_mlflow
+
+    configure_mlflow(restricted)
+    chain = fake_chain(searcher)
+    ops = chain.invoke(RETENTION_QUESTION, groups=["ops"], trace=False)
+    eng = chain.invoke(RETENTION_QUESTION, groups=("eng",), trace=False)
+    owner = chain.invoke(RETENTION_QUESTION, trace=False)
+    assert RETENTION in {s["doc_id"] for s in ops["sources"]} and RETENTION in {s["doc_id"] for s in owner["sources"]}
+    assert RETENTION not in {s["doc_id"] for s in eng["sources"]}
+    assert (ops["access"], eng["access"], owner["access"]) == ({"groups": ["ops"]}, {"groups": ["eng"]},
+                                                               {"groups": None})
+    *deltas, done = list(chain.stream(RETENTION_QUESTION, groups=["eng"]))
+    assert done["done"] and done["access"] == {"groups": ["eng"]}
+    assert [s["chunk_id"] for s in done["sources"]] == [s["chunk_id"] for s in eng["sources"]]
+    with pytest.raises(AccessControlError):
+        chain.invoke(RETENTION_QUESTION, groups="ops", trace=False)
+
+
+def test_two_callers_get_different_answers_from_the_real_llm(restricted, searcher):
+    from ragops.llm import get_chat_model
+    from ragops.tracking import configure_mlflow
+
+    configure_mlflow(restricted)
+    ensure_prompts()
+    cfg = ChainConfig(llm=LLMConfig(max_new_tokens=32))
+    chain = RagChain(searcher, get_chat_model(cfg.llm), resolve_prompt("rag_answer", "production"), cfg)
+    finance = chain.invoke(BUDGET_QUESTION, groups=["finance"], trace=False)
+    eng = chain.invoke(BUDGET_QUESTION, groups=["eng"], trace=False)
+    assert BUDGET in [s["doc_id"] for s in finance["sources"]]
+    assert BUDGET not in [s["doc_id"] for s in eng["sources"]]
+    assert "4.2" in finance["answer"]
+    assert "4.2" not in eng["answer"] and eng["answer"] != finance["answer"]
+    assert finance["answer"] != DONT_KNOW
