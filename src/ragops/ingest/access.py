@@ -43,7 +43,9 @@ TEXT_CELL_FORMATS = frozenset({"csv", "parquet", "delta"})
 
 
 def is_sidecar(rel: str) -> bool:
-    return rel.lower().endswith(SIDECAR_SUFFIX) and len(PurePosixPath(rel).name) > len(SIDECAR_SUFFIX)
+    # Case-sensitive like the look-up next to the document: "x.md.ACL.json" is no sidecar (it is
+    # then loaded, and rejected, as a JSON document, rather than silently skipped).
+    return rel.endswith(SIDECAR_SUFFIX) and len(PurePosixPath(rel).name) > len(SIDECAR_SUFFIX)
 
 
 def sidecar_of(rel: str) -> str:

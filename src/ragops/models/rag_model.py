@@ -53,10 +53,10 @@ def _split_messages(messages: Any) -> tuple[str, list[dict[str, str]]]:
 
 def _groups(value: Any) -> tuple[str, ...] | None:
     """A request's ``groups``: None (absent: no access filter) or a tuple of group names."""
-    if value is None or (isinstance(value, float) and value != value):  # NaN: a frame row without groups
-        return None
-    if hasattr(value, "tolist") and not isinstance(value, str):
+    if hasattr(value, "tolist") and not isinstance(value, str):  # a numpy array from a frame cell
         value = value.tolist()
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):  # a frame row without groups
+        return None
     if not isinstance(value, (list, tuple)) or not all(isinstance(g, str) for g in value):
         raise InvalidRequest(f"'groups' must be a list of group names (strings); got {value!r:.80}")
     return tuple(value)
