@@ -158,9 +158,11 @@ FEEDBACK = _spec(
     "feedback",
     ("feedback_id",),
     [
+        # A stable hash of (request_id, key_name): one row per request and caller, the latest wins.
         pa.field("feedback_id", pa.string(), nullable=False),
         pa.field("request_id", pa.string(), nullable=False),
-        pa.field("rating", pa.int32()),
+        pa.field("key_name", pa.string()),  # the API key's name (never the key)
+        pa.field("rating", pa.int32()),  # up = 1, down = -1
         pa.field("comment", pa.string()),
         pa.field("corrected_answer", pa.string()),
         pa.field("user_id", pa.string()),
@@ -171,21 +173,34 @@ FEEDBACK = _spec(
 
 INFERENCE_LOG = _spec(
     "inference_log",
-    ("request_id",),
+    # A shadow answer shares its request's id (so the two compare by a join) and is a row of its own.
+    ("request_id", "shadow"),
     [
         pa.field("request_id", pa.string(), nullable=False),
+        pa.field("shadow", pa.bool_(), nullable=False),  # the shadow target's answer: logged, never returned
         pa.field("timestamp", TS, nullable=False),
-        pa.field("endpoint", pa.string()),
+        pa.field("endpoint", pa.string()),  # the gateway, or the Databricks serving endpoint, that answered
+        pa.field("key_name", pa.string()),  # the API key's name (never the key)
+        pa.field("route", pa.string()),  # what the client sent as "model"
+        pa.field("target", pa.string()),  # the route's target that answered: champion, challenger, ...
         pa.field("model_name", pa.string()),
+        pa.field("model_uri", pa.string()),
         pa.field("model_version", pa.string()),
         pa.field("question", pa.string()),
         pa.field("answer", pa.string()),
-        pa.field("sources", pa.string()),  # JSON list
-        pa.field("status", pa.string()),
+        pa.field("sources", pa.string()),  # JSON list of {doc_id, source_uri, chunk_id, score}
+        pa.field("chunk_ids", pa.list_(pa.string())),
+        pa.field("status", pa.string()),  # ok | error | timeout | refused | fallback
+        pa.field("http_status", pa.int32()),
+        pa.field("error", pa.string()),
         pa.field("latency_ms", pa.float64()),
+        pa.field("ttft_ms", pa.float64()),  # time to first token (streamed answers)
         pa.field("prompt_tokens", pa.int32()),
         pa.field("completion_tokens", pa.int32()),
         pa.field("lineage", pa.string()),  # JSON: index manifest, prompt version, config hash
+        pa.field("access_groups", pa.list_(pa.string())),  # the document filter that applied; null = none
+        pa.field("guardrails", pa.string()),  # JSON list of guardrail outcomes
+        pa.field("truncated", pa.bool_()),  # a field was cut to the log's size limit
     ],
     doc="Every request the serving gateway answered (or refused).",
 )

@@ -229,7 +229,8 @@ def _doc_ids_from_sources(raw: Any, request_id: str) -> list[str]:
 def from_feedback(lh: Lakehouse) -> pd.DataFrame:
     """Questions users asked, with answers they confirmed or corrected — an eval set that follows real use.
 
-    Per request (feedback joined to ``inference_log`` by ``request_id``): the latest non-empty
+    Per request (feedback joined to the served, non-shadow ``inference_log`` row by ``request_id``;
+    the gateway writes both tables, ``ragops.serving.gateway``): the latest non-empty
     ``corrected_answer`` becomes the expected answer; otherwise, if it was rated positively and
     nobody rated it negatively, the served answer is expected and its logged sources become the
     expected documents. Corrected answers take no expected documents: the sources were not judged.
@@ -240,9 +241,10 @@ def from_feedback(lh: Lakehouse) -> pd.DataFrame:
     feedback = lh.read("feedback", ["request_id", "rating", "corrected_answer", "created_at"])
     if feedback.empty:
         return empty
-    requests = lh.read("inference_log", ["request_id", "question", "answer", "sources"],
+    requests = lh.read("inference_log", ["request_id", "shadow", "question", "answer", "sources"],
                        where={"request_id": feedback["request_id"].dropna().unique().tolist()})
-    by_request = {r["request_id"]: r for r in requests.to_dict("records")}
+    # Users rated the answer they were served, not the shadow model's (logged under the same id).
+    by_request = {r["request_id"]: r for r in requests.to_dict("records") if not r["shadow"]}
     rows = []
     for request_id, group in feedback.sort_values("created_at", kind="stable").groupby("request_id", sort=True):
         logged = by_request.get(request_id)
