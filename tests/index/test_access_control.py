@@ -231,3 +231,21 @@ def test_two_callers_get_different_answers_from_the_real_llm(restricted, searche
     assert "4.2" in finance["answer"]
     assert "4.2" not in eng["answer"] and eng["answer"] != finance["answer"]
     assert finance["answer"] != DONT_KNOW
+
+
+def test_hnsw_still_returns_k_allowed_vectors_under_a_selective_filter():
+    import numpy as np
+
+    from ragops.config import IndexConfig
+    from ragops.index.vector import VectorIndex
+
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = VectorIndex(16, IndexConfig(vector_index="hnsw", hnsw_m=8, hnsw_ef_search=8))
+    index.add(np.arange(3000, dtype=np.int64), vectors)
+    query = vectors[:1]
+    allowed = np.argsort(-(vectors @ query[0]))[-6:]  # the six least similar vectors: far from the walk
+    scores, ids = index.search(query, 5, allowed)
+    assert len(ids[0]) == 5 and set(ids[0].tolist()) <= set(allowed.tolist())  # no -1 padding
+    assert np.all(np.diff(scores[0]) <= 1e-6)

@@ -86,7 +86,23 @@ class VectorIndex:
                 params = faiss.SearchParameters(sel=selector)
         scores, ids = self.index.search(query, k, params=params)
         del selector
+        if allowed is not None and self.config.vector_index == "hnsw":
+            want = min(k, len(allowed))
+            if (ids >= 0).sum(axis=1).min() < want:
+                # A selective filter (access groups, say) can cut HNSW's graph walk off before it
+                # finds k allowed vectors; the allowed set is then small, so score it exactly.
+                allowed = np.asarray(allowed, dtype=np.int64)
+                return self._exact(query, want, allowed[np.isin(allowed, self.ids())])
         return scores, ids
+
+    def _exact(self, query: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(ids))
+        if k == 0:
+            return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
+        vectors = np.stack([self.index.reconstruct(int(i)) for i in ids])
+        sims = query @ vectors.T
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, top, axis=1).astype(np.float32), ids[top]
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
