@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from langchain_core.language_models import FakeListChatModel
 
@@ -178,6 +179,7 @@ def test_changing_only_the_groups_publishes_a_new_snapshot_without_re_embedding(
     # Chunking and embedding have nothing to do for a change of groups.
     assert run_chunking(lh, settings).rechunked_documents == 0
     assert run_embedding(lh, settings).embedded == 0
+    embeddings_version = lh.version("embeddings")  # the budget's vectors deleted
     assert run_index_sync(lh, settings).mode in ("change_feed", "hash_diff")  # the budget's deletion
     assert run_index_sync(lh, settings).mode == "up_to_date"
 
@@ -187,6 +189,19 @@ def test_changing_only_the_groups_publishes_a_new_snapshot_without_re_embedding(
     sync = run_index_sync(lh, settings)
     assert sync.mode == "access" and sync.access_changed == retention_chunks
     assert RETENTION in docs(Searcher.open(settings).search(RETENTION_QUESTION, k=3, groups=[]))
+
+    # A snapshot from before access control (no groups in its rows or manifest) gets them at the
+    # next sync, again without re-embedding.
+    current = store.snapshots / store.current_id()
+    rows = pd.read_parquet(current / "rows.parquet")
+    rows.drop(columns=["allowed_groups"]).to_parquet(current / "rows.parquet", index=False)
+    manifest = json.loads((current / "manifest.json").read_text())
+    del manifest["access_control"]
+    (current / "manifest.json").write_text(json.dumps(manifest))
+    sync = run_index_sync(lh, settings)
+    assert sync.mode == "access" and lh.version("embeddings") == embeddings_version
+    hr = Searcher.open(settings).search("working hours and salary bands", k=20, mode="keyword", groups=[])
+    assert HR_POLICY not in docs(hr) and PUBLIC_POLICY in docs(hr)
 
 
 # --- the chain -------------------------------------------------------------------------------

@@ -72,13 +72,14 @@ def check_groups(groups: Sequence[str] | None) -> tuple[str, ...] | None:
 
 # --- sync side -----------------------------------------------------------------------------
 
-def document_groups(lh) -> GroupsByDoc | None:
-    """Every document's groups as stored now; None when there is no ``raw_documents`` table."""
+def document_groups(lh, version: int | None = None) -> GroupsByDoc | None:
+    """Every document's groups as stored at ``version`` of ``raw_documents`` (None: the current
+    one); None when there is no ``raw_documents`` table."""
     from ragops.ingest.access import groups_of_metadata
 
     if not lh.exists("raw_documents"):
         return None
-    docs = lh.read("raw_documents", ["doc_id", "metadata"])
+    docs = lh.read("raw_documents", ["doc_id", "metadata"], version=version)
     out: GroupsByDoc = {}
     invalid = []
     for doc_id, metadata in zip(docs["doc_id"], docs["metadata"], strict=True):

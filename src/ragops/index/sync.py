@@ -144,7 +144,7 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
             log.info("index sync: snapshot %s is up to date with embeddings v%s", prev_id, version)
             return SyncSummary(prev_id, prev_id, "up_to_date", version, total=previous.counts.get("chunks", 0))
         # raw_documents moved but embeddings did not: maybe only allowed groups changed.
-        groups_by_doc, groups_read = access.document_groups(lh), True
+        groups_by_doc, groups_read = access.document_groups(lh, access_version), True
         before = store.read_rows(prev_id, ["chunk_id", "doc_id", access.COLUMN])
         now = access.chunk_groups(before["doc_id"].tolist(), groups_by_doc)
         if access.COLUMN in before and access.same_groups(before[access.COLUMN], now).all():
@@ -212,7 +212,7 @@ def run_index_sync(lh: Lakehouse, settings: Settings, *, full: bool = False) -> 
     if len(rows) != len(vectors):
         raise IndexSyncError(f"index sync: {len(rows)} rows but {len(vectors)} vectors — snapshot would be inconsistent")
     if not groups_read:
-        groups_by_doc = access.document_groups(lh)
+        groups_by_doc = access.document_groups(lh, access_version)  # the version the manifest records
     rows[access.COLUMN] = access.chunk_groups(rows["doc_id"].tolist(), groups_by_doc)
     access_changed = _access_changed(snap.rows, rows) if mode != "full" else 0
     _maybe_fail("index_sync:before_publish")
