@@ -264,3 +264,20 @@ def test_hnsw_still_returns_k_allowed_vectors_under_a_selective_filter():
     scores, ids = index.search(query, 5, allowed)
     assert len(ids[0]) == 5 and set(ids[0].tolist()) <= set(allowed.tolist())  # no -1 padding
     assert np.all(np.diff(scores[0]) <= 1e-6)
+
+
+def test_the_pyfunc_takes_groups_from_the_request(restricted, searcher):
+    from ragops.models.rag_model import InvalidRequest, RagChainModel
+    from ragops.tracking import configure_mlflow
+
+    configure_mlflow(restricted)
+    model = RagChainModel()
+    model.chain = fake_chain(searcher)
+    chat = {"messages": [{"role": "user", "content": RETENTION_QUESTION}]}
+    assert model.predict(None, {**chat, "groups": ["eng"]})["access"] == {"groups": ["eng"]}
+    assert model.predict(None, chat, params={"groups": ["ops"]})["access"] == {"groups": ["ops"]}
+    assert model.predict(None, chat)["access"] == {"groups": None}
+    rows = model.predict(None, pd.DataFrame({"question": [RETENTION_QUESTION] * 2, "groups": [["ops"], ["eng"]]}))
+    assert [RETENTION in {s["doc_id"] for s in r["sources"]} for r in rows] == [True, False]
+    with pytest.raises(InvalidRequest, match="'groups' must be a list of group names"):
+        model.predict(None, {**chat, "groups": "ops"})
