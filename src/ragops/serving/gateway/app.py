@@ -347,7 +347,7 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, settings: Settings, *, log_: Any, feedback: Any, router: Any,
                  limiter: RateLimiter, backend_factory: Callable[[Target, Settings], Backend],
-                 checks: RequestChecks | Mapping[str, RequestChecks] | None) -> None:
+                 checks: RequestChecks | Mapping[str, RequestChecks] | None, config_path: str | None = None) -> None:
         from ragops.serving.gateway.journal import InferenceRecord
 
         self.record_type = InferenceRecord
@@ -360,6 +360,8 @@ class Gateway:
         self.feedback = feedback
         self.backend_factory = backend_factory
         self.checks = checks
+        #: the file SIGHUP reloads (None: the defaults and RAGOPS_API_KEYS, re-read too)
+        self.config_path = config_path
         self.backends: dict[tuple[Any, ...], Backend] = {}
         self.metrics = Metrics()
         self.shadow_tasks: set[asyncio.Task] = set()
@@ -431,10 +433,11 @@ class Gateway:
             self.spawn(self.load_backends(new))
 
     def reload_from_source(self) -> bool:
+        """Reload the config file (SIGHUP); a config that fails to load is logged and the old one kept."""
         from ragops.serving.gateway.config import load_gateway_config
 
         try:
-            config = load_gateway_config(self.config.source, self.settings)
+            config = load_gateway_config(self.config_path, self.settings)
         except Exception as exc:  # a bad file must not take the gateway down: keep serving the old one
             log.error("gateway config reload failed; still serving the previous config (%s): %s",
                       self.config.source or "(defaults)", exc)
@@ -562,11 +565,11 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
                feedback: Any = None, router: Any = None, limiter: RateLimiter | None = None,
                backend_factory: Callable[[Target, Settings], Backend] = make_backend,
                checks: RequestChecks | Mapping[str, RequestChecks] | None = None,
-               handle_sighup: bool = False) -> FastAPI:
+               handle_sighup: bool = False, config_path: str | None = None) -> FastAPI:
     """The gateway app for one worker process. Defaults: an :class:`InferenceLog` and
     :class:`FeedbackStore` under ``settings.root``, a :class:`Router` over ``gateway_config``,
     limits shared through ``<root>/gateway/limits/``, and the real backends (tests pass fakes).
-    ``handle_sighup`` reloads the config file on SIGHUP (the CLI's workers; needs the main thread)."""
+    ``handle_sighup`` reloads ``config_path`` on SIGHUP (the CLI's workers; needs the main thread)."""
     if inference_log is None:
         from ragops.serving.gateway.journal import InferenceLog
 
@@ -581,7 +584,7 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
         router = Router(gateway_config)
     gw = Gateway(gateway_config, settings, log_=inference_log, feedback=feedback, router=router,
                  limiter=limiter or RateLimiter(settings.root / "gateway" / "limits"),
-                 backend_factory=backend_factory, checks=checks)
+                 backend_factory=backend_factory, checks=checks, config_path=config_path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -851,8 +854,8 @@ def app_from_environment() -> FastAPI:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     setup_logging(os.environ.get("RAGOPS_LOG_LEVEL") or "INFO")
     settings = settings_for(os.environ.get(ENV_TARGET) or None, json.loads(os.environ.get(ENV_VARS) or "{}"))
-    config = load_gateway_config(os.environ.get(ENV_CONFIG) or None, settings)
-    return create_app(config, settings, handle_sighup=True)
+    path = os.environ.get(ENV_CONFIG) or None
+    return create_app(load_gateway_config(path, settings), settings, handle_sighup=True, config_path=path)
 
 
 def serve_gateway(settings: Settings, config_path: str | None, *, target: str | None = None,

@@ -2,22 +2,23 @@
 
 LiteLLM keeps its counters per replica, so N replicas let a key through N times its limit (their
 issues #40291, #27736). Here every worker of a host reads and updates one small shared record per
-key: a 40-byte file under ``<root>/gateway/limits/``, memory-mapped and changed under an exclusive
-``fcntl.flock``. A check is two system calls (lock, unlock) and a few loads and stores — a few
-microseconds, against ~100 µs for a sqlite WAL transaction — and the lock is released by the
-kernel if a worker dies holding it.
+key: a file of 120 bytes under ``<root>/gateway/limits/``, memory-mapped and changed under an
+exclusive ``fcntl.flock``. A check is two system calls (lock, unlock) and a few loads and stores —
+a few microseconds, against ~100 µs for a sqlite WAL transaction — and the kernel releases the lock
+if a worker dies holding it.
 
-The count is a **sliding-window counter** (as Cloudflare's and nginx's limiters do): the current
-and the previous minute's totals, the previous one weighted by how much of it still lies inside
-the last 60 seconds. Unlike a fixed window it never lets twice the limit through across a minute
-boundary, and unlike a token bucket it does not hand a fresh key a whole extra minute's burst;
-it needs two counters, not a log of every request.
+The count is a **sliding window** of 60 s kept in six 10-second buckets: the last five full
+buckets, the current one, and the one that is sliding out, weighted by how much of it is still
+inside the window. Unlike a fixed window it never lets twice the limit through across a minute
+boundary; unlike a token bucket it gives a fresh key no extra minute of burst; unlike a log of
+every request its state is fixed-size. The weighting only approximates within one bucket, so
+after a burst a key waits at most ~10 s longer than an exact log would make it.
 
 Requests are counted when admitted. Tokens are charged after the answer (prompt + completion: the
-cost is only known then), so a request is admitted while the key has at least one token left in
-its window and the answer may overdraw it; the next request then waits until the debt has slid out.
-A refusal says how long to wait (``Retry-After``): the time until the estimate falls under the limit
-if no other request arrives.
+cost is known only then), so a request is admitted while the key has at least one token left in
+its window and the answer may overdraw it; the next request then waits until the debt has slid
+out. A refusal says how long to wait (``Retry-After``): the time until the request would fit if no
+other request arrived.
 """
 
 from __future__ import annotations
@@ -30,28 +31,19 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from ragops.errors import RagopsError
 
 if TYPE_CHECKING:
     from ragops.serving.gateway.config import KeyConfig
 
 WINDOW_S = 60.0
-#: window index, requests (current, previous window), tokens (current, previous window)
-_RECORD = struct.Struct("<qqqqq")
-
-
-class RateLimited(RagopsError, RuntimeError):
-    """A key over its requests or tokens per minute (HTTP 429 with ``Retry-After``)."""
-
-    def __init__(self, key_name: str, limit_name: str, limit: int, retry_after_s: int) -> None:
-        super().__init__(f"rate limit reached for key {key_name!r}: {limit} {limit_name.replace('_', ' ')}; "
-                         f"retry after {retry_after_s} s")
-        self.limit_name = limit_name
-        self.retry_after_s = retry_after_s
+BUCKETS = 6
+_SLOTS = BUCKETS + 1  # the window's buckets + the one sliding out
+#: the current bucket's index, then the requests ring, then the tokens ring
+_RECORD = struct.Struct(f"<q{_SLOTS}q{_SLOTS}q")
 
 
 @dataclass(frozen=True)
@@ -65,28 +57,33 @@ class Verdict:
 ADMITTED = Verdict(True)
 
 
-def _estimate(curr: int, prev: int, elapsed: float) -> float:
-    return prev * (1.0 - elapsed) + curr
+def seconds_until_room(counts: Sequence[int], elapsed: float, limit: int, cost: int, bucket_s: float) -> float:
+    """Seconds until ``cost`` more fits under ``limit`` if nothing else arrives; 0 when it fits now.
 
-
-def seconds_until_room(curr: int, prev: int, elapsed: float, limit: int, cost: int, window_s: float) -> float:
-    """Seconds until ``cost`` more fits under ``limit`` with no other traffic; 0 when it fits now.
-    ``elapsed`` is the fraction of the current window already gone."""
-    if limit - cost < 0:
-        return window_s  # can never fit; ask again in a window
-    room = limit - cost - curr
-    if room >= 0:
-        if prev <= 0 or _estimate(curr, prev, elapsed) <= limit - cost:
-            return 0.0
-        needed = 1.0 - room / prev  # the fraction of this window at which the previous one has slid out enough
-        return max(0.0, (needed - elapsed) * window_s)
-    # Not in this window: in the next one the current total becomes the previous one.
-    needed = 1.0 - (limit - cost) / curr
-    return (1.0 - elapsed) * window_s + needed * window_s
+    ``counts`` are the window's buckets, oldest first: ``counts[0]`` is the bucket sliding out,
+    ``counts[-1]`` the current one; ``elapsed`` is the fraction of the current bucket gone. At a
+    time inside the current bucket the total is ``counts[0] * (1 - elapsed) + sum(counts[1:])``;
+    later buckets shift the window one bucket on each time."""
+    if cost > limit:
+        return len(counts) * bucket_s  # never fits; ask again in a window
+    n = len(counts)
+    for step in range(n):  # step k: the window has moved k buckets on (the future ones are empty)
+        sliding = counts[step]
+        rest = sum(counts[step + 1:])
+        room = limit - cost - rest
+        start = elapsed if step == 0 else 0.0
+        if room < 0:
+            continue
+        if sliding <= 0:
+            return max(0.0, (step + start - elapsed) * bucket_s)
+        needed = max(start, 1.0 - room / sliding)  # the fraction of this bucket at which it fits
+        if needed < 1.0 or room >= sliding:
+            return max(0.0, (step + needed - elapsed) * bucket_s)
+    return (n - elapsed) * bucket_s
 
 
 class _KeyCounter:
-    """One key's shared record: the mapped file and a thread lock (flock does not exclude the
+    """One key's shared record: the mapped file and a thread lock (``flock`` does not exclude the
     threads of one process: they share the open file description)."""
 
     def __init__(self, path: Path) -> None:
@@ -106,11 +103,11 @@ class _KeyCounter:
 
 
 class RateLimiter:
-    """Shared per-key limits. ``admit`` before answering, ``charge_tokens`` after."""
+    """Shared per-key limits: :meth:`admit` before answering, :meth:`charge_tokens` after."""
 
     def __init__(self, state_dir: Path, window_s: float = WINDOW_S) -> None:
         self.state_dir = Path(state_dir)
-        self.window_s = float(window_s)
+        self.bucket_s = float(window_s) / BUCKETS
         self._counters: dict[str, _KeyCounter] = {}
         self._open_lock = threading.Lock()
 
@@ -126,26 +123,31 @@ class RateLimiter:
         return counter
 
     def _update(self, key_name: str, now: float | None, change):
-        """Run ``change(window_fraction, req_curr, req_prev, tok_curr, tok_prev)`` → (result, new
-        counters or None) on the key's record, rolled over to the current window, under the lock."""
+        """``change(elapsed, requests, tokens)`` on the key's window (bucket lists, oldest first, rolled
+        on to now) under the lock; it returns (result, changed) and may change the lists' last items."""
         counter = self._counter(key_name)
-        now = time.time() if now is None else now
-        window = math.floor(now / self.window_s)
-        elapsed = (now - window * self.window_s) / self.window_s
         with counter.lock:
             fcntl.flock(counter.fd, fcntl.LOCK_EX)
             try:
-                stored, req_c, req_p, tok_c, tok_p = _RECORD.unpack_from(counter.map, 0)
-                if stored != window:
-                    if stored == window - 1:
-                        req_c, req_p, tok_c, tok_p = 0, req_c, 0, tok_c
-                    else:  # idle for more than a window (or a fresh file)
-                        req_c = req_p = tok_c = tok_p = 0
-                result, new = change(elapsed, req_c, req_p, tok_c, tok_p)
-                if new is not None:
-                    _RECORD.pack_into(counter.map, 0, window, *new)
-                elif stored != window:
-                    _RECORD.pack_into(counter.map, 0, window, req_c, req_p, tok_c, tok_p)
+                # The clock is read under the lock, so the processes' updates are in time order.
+                moment = (time.time() if now is None else now) / self.bucket_s
+                current, elapsed = math.floor(moment), moment - math.floor(moment)
+                values = _RECORD.unpack_from(counter.map, 0)
+                stored, ring_req, ring_tok = values[0], list(values[1:1 + _SLOTS]), list(values[1 + _SLOTS:])
+                if current < stored and stored - current < _SLOTS:  # a clock step back: never rewind the window
+                    current, elapsed = stored, 0.0
+                if current - stored >= _SLOTS or current < stored:  # idle for a window (or a fresh file)
+                    ring_req, ring_tok = [0] * _SLOTS, [0] * _SLOTS
+                else:
+                    for index in range(stored + 1, current + 1):  # buckets started since: empty
+                        ring_req[index % _SLOTS] = ring_tok[index % _SLOTS] = 0
+                order = [(current - _SLOTS + 1 + i) % _SLOTS for i in range(_SLOTS)]  # oldest → current
+                requests, tokens = [ring_req[i] for i in order], [ring_tok[i] for i in order]
+                result, changed = change(elapsed, requests, tokens)
+                if changed or stored != current:
+                    for pos, i in enumerate(order):
+                        ring_req[i], ring_tok[i] = requests[pos], tokens[pos]
+                    _RECORD.pack_into(counter.map, 0, current, *ring_req, *ring_tok)
             finally:
                 fcntl.flock(counter.fd, fcntl.LOCK_UN)
         return result
@@ -156,25 +158,28 @@ class RateLimiter:
         if rpm is None and tpm is None:
             return ADMITTED  # no shared state to touch
 
-        def change(elapsed, req_c, req_p, tok_c, tok_p):
-            if rpm is not None:
-                wait = seconds_until_room(req_c, req_p, elapsed, rpm, 1, self.window_s)
+        def change(elapsed: float, requests: list[int], tokens: list[int]):
+            for name, limit, counts in (("requests_per_minute", rpm, requests), ("tokens_per_minute", tpm, tokens)):
+                if limit is None:
+                    continue
+                wait = seconds_until_room(counts, elapsed, limit, 1, self.bucket_s)
                 if wait > 0:
-                    return Verdict(False, max(1, math.ceil(wait)), "requests_per_minute", rpm), None
-            if tpm is not None:
-                wait = seconds_until_room(tok_c, tok_p, elapsed, tpm, 1, self.window_s)
-                if wait > 0:
-                    return Verdict(False, max(1, math.ceil(wait)), "tokens_per_minute", tpm), None
-            return ADMITTED, (req_c + 1, req_p, tok_c, tok_p)
+                    return Verdict(False, max(1, math.ceil(wait)), name, limit), False
+            requests[-1] += 1
+            return ADMITTED, True
 
         return self._update(key.name, now, change)
 
     def charge_tokens(self, key: KeyConfig, tokens: int, now: float | None = None) -> None:
-        """Add an answer's prompt + completion tokens to the key's window (only keys with a token limit)."""
+        """Add an answer's prompt + completion tokens to the key's window (keys with a token limit only)."""
         if key.tokens_per_minute is None or tokens <= 0:
             return
-        self._update(key.name, now, lambda elapsed, req_c, req_p, tok_c, tok_p: (
-            None, (req_c, req_p, tok_c + int(tokens), tok_p)))
+
+        def change(elapsed: float, requests: list[int], counts: list[int]):
+            counts[-1] += int(tokens)
+            return None, True
+
+        self._update(key.name, now, change)
 
     def close(self) -> None:
         with self._open_lock:
@@ -183,4 +188,4 @@ class RateLimiter:
             self._counters.clear()
 
 
-__all__ = ["RateLimited", "RateLimiter", "Verdict", "WINDOW_S", "seconds_until_room"]
+__all__ = ["BUCKETS", "RateLimiter", "Verdict", "WINDOW_S", "seconds_until_room"]
