@@ -10,6 +10,7 @@ from langchain_openai import ChatOpenAI
 
 from ragops.config import Settings
 from ragops.serving.gateway.app import create_app
+from ragops.serving.gateway.routing import Router
 from tests.serving.gateway.test_app import (
     KEYS,
     FakeFeedback,
@@ -30,8 +31,9 @@ def gateway(tmp_path_factory):
     settings = Settings.from_variables({"root": str(tmp_path_factory.mktemp("clients") / "state")})
     log = FakeLog()
     with FakeUpstream() as upstream:
-        app = create_app(gateway_config(upstream.url, free_dead_url()), settings, inference_log=log,
-                         feedback=FakeFeedback(log), backend_factory=fake_factory({}))
+        config = gateway_config(upstream.url, free_dead_url())
+        app = create_app(config, settings, inference_log=log, feedback=FakeFeedback(log),
+                         backend_factory=fake_factory({}), router=Router(config, seed=11))
         with Served(app) as served:
             yield served.url, log
 
@@ -95,12 +97,13 @@ def chat_model(url: str, model: str = "rag_chain", **kwargs) -> ChatOpenAI:
 
 def test_langchain_chat_openai_invoke_with_history(gateway):
     url, log = gateway
+    question = "Which port, asked through LangChain?"
     reply = chat_model(url).invoke([SystemMessage("be brief"), HumanMessage("What is retention?"),
-                                    AIMessage("30 days."), HumanMessage(QUESTION)])
+                                    AIMessage("30 days."), HumanMessage(question)])
     assert reply.content == ANSWER
     assert reply.usage_metadata["input_tokens"] == 11 and reply.usage_metadata["output_tokens"] == 6
-    row = next(r for r in log.records if r.request_id == reply.id)
-    assert row.question == QUESTION and row.status == "ok"
+    (row,) = [r for r in log.records if r.question == question]
+    assert row.status == "ok" and row.key_name == "alice"
 
 
 def test_langchain_chat_openai_streaming(gateway):

@@ -146,8 +146,8 @@ class UpstreamTimeout(GatewayError):
 
 
 def error_response(exc: GatewayError, request_id: str) -> Response:
-    return Response(_dumps(exc.body()), status_code=exc.status, media_type="application/json",
-                    headers={"X-Request-Id": request_id, **exc.headers})
+    headers = {"X-Request-Id": request_id, **exc.headers} if request_id else exc.headers
+    return Response(_dumps(exc.body()), status_code=exc.status, media_type="application/json", headers=headers)
 
 
 # --- the request ----------------------------------------------------------------------------------
@@ -602,6 +602,21 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
 
     app = FastAPI(title="ragops gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gw
+
+    # Every error a client sees is OpenAI-shaped, also an unknown path and a bug.
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        error = GatewayError(str(exc.detail), code="not_found" if exc.status_code == 404 else None)
+        error.status, error.type = exc.status_code, "invalid_request_error"
+        return error_response(error, "")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("gateway: unexpected error on %s", request.url.path)
+        return error_response(GatewayError(f"internal gateway error ({type(exc).__name__})",
+                                           code="internal_error"), "")
 
     def authenticate(request: Request) -> KeyConfig:
         try:

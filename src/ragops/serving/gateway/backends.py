@@ -19,11 +19,14 @@ Upstream (``Target.upstream``), with httpx:
   full ``…/chat/completions`` URL. Streaming is passed through. Extra fields a ragops gateway adds
   (``sources``, ``model_version``, ``lineage``) are kept.
 - ``kind: mlflow`` — MLflow's scoring server (``ragops serve``): ``POST …/invocations`` with
-  ``{"dataframe_records": [{"messages": […]}]}``; its prediction is the chain's output dict.
+  ``{"dataframe_records": [{"messages": […], "groups": [the key's groups]}]}``; its prediction is
+  the chain's output dict.
 - ``kind: databricks`` — a Databricks serving endpoint (``…/serving-endpoints/<name>/invocations``),
   same body, with ``Authorization: Bearer $DATABRICKS_TOKEN``.
 
-mlflow and databricks answer in one piece; a streamed request gets that answer as one delta.
+mlflow and databricks answer in one piece; a streamed request gets that answer as one delta. The
+OpenAI protocol has no field for the caller's groups: an OpenAI-compatible upstream applies its own
+access control (another ragops gateway: the key it is called with).
 """
 
 from __future__ import annotations
@@ -316,7 +319,11 @@ class UpstreamBackend:
     def _body(self, question: Question, stream: bool) -> dict[str, Any]:
         messages = question.messages or [*question.history, {"role": "user", "content": question.question}]
         if self.kind != "openai":
-            return {"dataframe_records": [{"messages": messages}]}
+            # the pyfunc filters retrieval by a `groups` column (ragops.models.rag_model): the caller's groups
+            record: dict[str, Any] = {"messages": messages}
+            if question.groups is not None:
+                record["groups"] = list(question.groups)
+            return {"dataframe_records": [record]}
         body: dict[str, Any] = {"model": question.route, "messages": messages, "stream": stream}
         if question.max_tokens is not None:
             body["max_tokens"] = question.max_tokens
