@@ -116,3 +116,51 @@ def test_thread_count_defaults_to_half_the_cores_and_follows_the_serving_overrid
     assert batch_threads_default() == available_cores()
     monkeypatch.setenv("RAGOPS_LLM_THREADS", "3")
     assert default_threads() == 3 and batch_threads_default() == 3
+
+
+def test_a_context_pool_answers_concurrently_and_greedy_answers_do_not_change():
+    """n_parallel=2 (what evaluation uses on llama.cpp): two questions generate at once on two
+    contexts of one GGUF, each on cores // 2 threads, and every answer is the one a single context gives."""
+    import threading
+
+    from ragops.cpu import available_cores
+
+    questions = [[*CHAT[:1], HumanMessage(q)] for q in ("How long are raw samples kept?", "Name two colours.",
+                                                          "What is 2 + 2?", "Say hello in French.")]
+    single = get_chat_model(LLMConfig(max_new_tokens=12))
+    expected = [single.invoke(q).content for q in questions]
+    pooled = get_chat_model(LLMConfig(max_new_tokens=12))
+    pooled.n_parallel = 2
+    answers: dict[int, str] = {}
+    active, peak, guard = [0], [0], threading.Lock()
+    original = pooled._context
+
+    def counting_context():
+        cm = original()
+
+        class Counted:
+            def __enter__(self):
+                loaded = cm.__enter__()
+                with guard:
+                    active[0] += 1
+                    peak[0] = max(peak[0], active[0])
+                return loaded
+
+            def __exit__(self, *exc):
+                with guard:
+                    active[0] -= 1
+                return cm.__exit__(*exc)
+
+        return Counted()
+
+    object.__setattr__(pooled, "_context", counting_context)
+    threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, pooled.invoke(questions[i]).content))
+               for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [answers[i] for i in range(len(questions))] == expected
+    pool = pooled._pool()
+    assert pool.size == 2 and pool._count <= 2 and peak[0] == 2  # two answers really generated at once
+    assert pool.first.llama.context_params.n_threads == max(1, available_cores() // 2)

@@ -260,6 +260,10 @@ class EvaluationConfig:
         "mlflow", var="eval_harness",
         help="mlflow (mlflow.genai.evaluate, one trace per question) | direct (same scorers in-process).")
     limit: int = setting(0, var="eval_limit", help="Evaluate only the first N questions (0 = all).")
+    parallel: int = setting(
+        0, var="eval_parallel",
+        help="Questions answered at once (0 = auto: one per core on the llama.cpp backend, each on one core; "
+             "1 elsewhere). Answers are the same either way.")
     ks: tuple[int, ...] = setting((5, 10), var="eval_ks", help="Cut-offs k of the @k retrieval metrics, e.g. 5,10.")
     ndcg_k: int = setting(10, var="eval_ndcg_k", help="Cut-off of nDCG.")
     judge_backend: str = setting(
@@ -272,6 +276,8 @@ class EvaluationConfig:
     HARNESSES: typing.ClassVar[tuple[str, ...]] = ("mlflow", "direct")
 
     def __post_init__(self) -> None:
+        if self.parallel < 0:
+            raise SettingsError("eval_parallel must be 0 (auto) or a positive number of questions", "eval_parallel")
         if self.harness not in self.HARNESSES:
             raise SettingsError(f"eval_harness={self.harness!r} is not one of {', '.join(self.HARNESSES)}",
                                 "eval_harness")

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import pandas as pd
@@ -61,16 +62,51 @@ def predict(target: EvalTarget, questions: pd.DataFrame, options: EvaluationConf
                      "retrieved_doc_ids": [r.doc_id for r in results], "contexts": [r.text for r in used],
                      "trace_id": None})
     if options.answers:
+        parallel = answer_parallelism(chain, options.parallel, len(rows))
+
+        def answer(row: dict[str, Any]) -> None:
+            out = chain.invoke(row["question"], include_context=True)
+            row.update(answer=out["answer"], contexts=out.get("contexts", row["contexts"]), trace_id=out["trace_id"])
+
         with progress(total=len(rows), desc="answering", unit="q") as bar:
-            for row in rows:
-                out = chain.invoke(row["question"], include_context=True)
-                row.update(answer=out["answer"], contexts=out.get("contexts", row["contexts"]),
-                           trace_id=out["trace_id"])
-                bar.update(1)
+            if parallel == 1:
+                for row in rows:
+                    answer(row)
+                    bar.update(1)
+            else:
+                with ThreadPoolExecutor(parallel, thread_name_prefix="answer") as pool:
+                    for done in as_completed([pool.submit(answer, row) for row in rows]):
+                        done.result()  # re-raise a failed answer here, as the sequential loop would
+                        bar.update(1)
+        frame_attrs = {"answer_parallel": parallel}
+    else:
+        frame_attrs = {}
     frame = pd.DataFrame(rows)
+    frame.attrs.update(frame_attrs)
     frame.attrs["retrieval_s"] = retrieval_s
     frame.attrs["answer_s"] = time.perf_counter() - started - retrieval_s
     return frame
+
+
+def answer_parallelism(chain, requested: int, n_questions: int) -> int:
+    """How many questions to answer at once, and set the chain's LLM up for it.
+
+    Only the llama.cpp backend answers several at once: it gets a pool of that many contexts, each
+    on ``cores // n`` threads (:class:`ragops.llm.llamacpp.ContextPool`); greedy answers do not
+    depend on it. On 2 cores two single-threaded contexts finish the sample eval set's answers
+    about 1.4x sooner than one context on both cores (BENCHMARKS.md section 9). Other backends
+    (transformers holds one model and a lock; remote endpoints have their own limits) stay at 1.
+    """
+    from ragops.cpu import available_cores
+    from ragops.llm.llamacpp import LlamaCppChatModel
+
+    if not isinstance(chain.llm, LlamaCppChatModel):
+        return 1
+    n = requested or min(available_cores(), 8)
+    n = max(1, min(n, n_questions))
+    if n > 1:
+        chain.llm.n_parallel = n
+    return n
 
 
 def records(questions: pd.DataFrame, predictions: pd.DataFrame) -> list[dict[str, Any]]:

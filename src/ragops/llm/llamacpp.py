@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import codecs
+import contextlib
 import functools
 import logging
 import os
@@ -87,13 +88,9 @@ class LoadedGGUF:
     special_tokens: dict[str, str]
 
 
-@functools.lru_cache(maxsize=4)
-def load_gguf(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 0) -> LoadedGGUF:
-    """The GGUF at ``path`` loaded once per process (and per n_ctx / n_threads)."""
+def _new_context(path: str, n_ctx: int, threads: int, batch_threads: int) -> LoadedGGUF:
     from llama_cpp import Llama
 
-    threads = n_threads or default_threads()
-    batch_threads = n_threads or batch_threads_default()
     started = time.perf_counter()
     llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads, verbose=False)
     # Free it before interpreter teardown: Llama.__del__ at exit finds llama.cpp's bindings gone and
@@ -113,6 +110,57 @@ def load_gguf(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 0) -> Load
     log.info("loaded GGUF %s in %.2fs (n_ctx %d, %d decode / %d prompt threads)", path, seconds, n_ctx, threads,
              batch_threads)
     return LoadedGGUF(llama, threading.Lock(), path, seconds, template, special)
+
+
+@functools.lru_cache(maxsize=4)
+def load_gguf(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 0) -> LoadedGGUF:
+    """The GGUF at ``path`` loaded once per process (and per n_ctx / n_threads)."""
+    return _new_context(path, n_ctx, n_threads or default_threads(), n_threads or batch_threads_default())
+
+
+class ContextPool:
+    """Up to ``size`` llama.cpp contexts of one GGUF, so that ``size`` answers generate at once
+    (evaluation, a serving process with concurrent requests). Each context runs on
+    ``cores // size`` threads for decode and prompt alike, so the pool never asks for more threads
+    than there are cores (oversubscribed llama.cpp threads spin-wait; see :func:`default_threads`).
+    The weights are mmap'ed, so the contexts share one copy in the page cache; each adds its KV
+    cache and scratch buffers (~100 MB at n_ctx 4096). Contexts are created on demand.
+
+    Why: one context answers one request at a time, and on 2 cores two single-threaded contexts
+    served 0.44 requests/s against 0.30 for one context on both cores (BENCHMARKS.md section 9):
+    decode is latency-bound, so two sequences at once use the cores better than one sequence on two.
+    """
+
+    def __init__(self, path: str, n_ctx: int, size: int) -> None:
+        self.path, self.n_ctx, self.size = path, n_ctx, max(1, size)
+        self.threads = max(1, available_cores() // self.size)
+        self._free: list[LoadedGGUF] = []
+        self._count = 0
+        self._cond = threading.Condition()
+        self.first = self._create()
+        self._free.append(self.first)
+
+    def _create(self) -> LoadedGGUF:
+        self._count += 1
+        return _new_context(self.path, self.n_ctx, self.threads, self.threads)
+
+    @contextlib.contextmanager
+    def acquire(self) -> Iterator[LoadedGGUF]:
+        with self._cond:
+            while not self._free and self._count >= self.size:
+                self._cond.wait()
+            loaded = self._free.pop() if self._free else self._create()
+        try:
+            yield loaded
+        finally:
+            with self._cond:
+                self._free.append(loaded)
+                self._cond.notify()
+
+
+@functools.lru_cache(maxsize=4)
+def context_pool(path: str, n_ctx: int, size: int) -> ContextPool:
+    return ContextPool(path, n_ctx, size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -178,6 +226,8 @@ class LlamaCppChatModel(LocalChatBase):
     gguf_type: str = "f16"  # llm_gguf_type
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int = 0  # 0 = default_threads()
+    #: contexts generating at once (ContextPool); 1 = one context on the default threads
+    n_parallel: int = 1
     seed: int = 0
 
     @property
@@ -190,7 +240,16 @@ class LlamaCppChatModel(LocalChatBase):
                 "temperature": self.temperature, "top_p": self.top_p, "engine": "llama.cpp"}
 
     def loaded(self) -> LoadedGGUF:
+        """The (first) context: what tokenizes, and what answers when ``n_parallel`` is 1."""
+        if self.n_parallel > 1:
+            return self._pool().first
         return load_gguf(str(resolve_gguf_path(self.model_name, self.gguf_type)), self.n_ctx, self.n_threads)
+
+    def _pool(self) -> ContextPool:
+        return context_pool(str(resolve_gguf_path(self.model_name, self.gguf_type)), self.n_ctx, self.n_parallel)
+
+    def _context(self) -> contextlib.AbstractContextManager[LoadedGGUF]:
+        return self._pool().acquire() if self.n_parallel > 1 else contextlib.nullcontext(self.loaded())
 
     def warm(self) -> None:
         self.loaded()
@@ -205,11 +264,10 @@ class LlamaCppChatModel(LocalChatBase):
                 ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(text delta, stats)``; the last item has an empty delta and the final stats."""
         started = time.perf_counter()
-        loaded = self.loaded()
-        llama = loaded.llama
         prompt = self.prompt_tokens(messages)
         max_new = int(overrides.get("max_new_tokens", self.max_new_tokens))
-        n_ctx = min(llama.n_ctx(), llama.context_params.n_ctx)  # llama.cpp may pad its own up
+        first_context = self.loaded().llama
+        n_ctx = min(first_context.n_ctx(), first_context.context_params.n_ctx)  # llama.cpp may pad its own up
         if len(prompt) + max_new > n_ctx:
             raise LLMError(f"the prompt has {len(prompt)} tokens and llm_max_new_tokens is {max_new}, more than "
                            f"the llama.cpp context of {n_ctx} tokens; lower chain_max_context_chars")
@@ -223,7 +281,8 @@ class LlamaCppChatModel(LocalChatBase):
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = _StopFilter(stop)
         n_out, first, finish = 0, None, "length"
-        with loaded.lock:
+        with self._context() as loaded, loaded.lock:
+            llama = loaded.llama
             llama.reset()
             llama.set_seed(int(overrides.get("seed", self.seed)))
             for token in llama.generate(prompt, reset=True, **sampling):
