@@ -33,7 +33,8 @@ JOB_OF = {"04_rag_chain": "rag_chain_job", "05_evaluate": "evaluate_job", "06_ex
 #: Extra parameters per notebook (short answers keep the LLM step quick).
 EXTRA_PARAMETERS = {"04_rag_chain": {"llm_max_new_tokens": "16"},
                     "05_evaluate": {"eval_answers": "false"},
-                    "06_experiments": {"sweep_chunk_strategies": "recursive", "sweep_search_modes": "vector,hybrid"}}
+                    "06_experiments": {"sweep_chunk_strategies": "recursive", "sweep_search_modes": "vector,hybrid"},
+                    "07_gateway": {"llm_max_new_tokens": "16", "port": "18765"}}
 ALL_NOTEBOOKS = sorted({*NOTEBOOK_DIR.glob("*.ipynb"), *(NOTEBOOK_DIR / f"{n}.ipynb" for n in PIPELINE)})
 
 #: One file per loader the pipeline notebooks exercise, plus one that must be rejected.
@@ -247,3 +248,21 @@ def test_06_experiments_logs_one_run_per_configuration_and_a_plot(notebooks: Not
     assert "image/png" in shown_mime_types(nb)
     runs = mlflow.search_runs(experiment_names=["ragops"], filter_string="tags.`ragops.sweep.parent_run_id` != ''")
     assert len(runs) >= 2
+
+
+def test_07_gateway_answers_the_openai_sdk_and_logs_every_request_and_the_feedback(notebooks: NotebookRun):
+    notebooks.upto("04_rag_chain")  # 07 serves the chain 04 registered (@challenger)
+    nb = notebooks.execute("07_gateway")
+
+    assert "chatcmpl-" in shown(nb, "answer") and "model_version" in shown(nb, "answer")
+    assert "chunks, usage" in shown(nb, "stream")
+    assert 'ragops_gateway_requests_total{route="rag_chain",status="200",target="served"} 2.0' in shown(nb, "metrics")
+    with open_lakehouse(notebooks.settings) as lh:
+        log = lh.read("inference_log", ["request_id", "key_name", "status", "http_status"])
+        feedback = lh.read("feedback", ["request_id", "key_name", "rating"])
+    served = log[log["key_name"] == "notebook"]
+    assert list(served["status"]) == ["ok", "ok"] and (log["http_status"] == 401).sum() == 1
+    assert feedback.to_dict("records") == [{"request_id": feedback["request_id"][0], "key_name": "notebook",
+                                            "rating": -1}]
+    assert feedback["request_id"][0] in set(served["request_id"])
+    assert "notebook" in shown(nb, "inference_log") and "missing the HTTP port" in shown(nb, "feedback_rows")
