@@ -104,6 +104,7 @@ def test_no_file_serves_the_champion_of_the_registered_model(settings):
     assert target.model == "models:/rag_chain@champion" and target.weight == 100.0
     assert config.routes["rag_chain"].fallback is None and config.routes["rag_chain"].shadow is None
     assert config.keys == () and config.source is None and config.max_body_bytes == 1 << 20
+    assert load_gateway_config("", settings, environ={}) == config  # an empty job parameter: no file
 
 
 def test_default_route_follows_the_model_name_setting(tmp_path):
@@ -155,6 +156,12 @@ def test_databricks_principal_fields(tmp_path, settings):
 
 # --- every bad field is named ----------------------------------------------------------------------
 
+
+def assert_problem(err: GatewayConfigError, field: str, problem: str) -> None:
+    """The message names ``field`` and says ``problem`` about that field."""
+    assert f"{field}: " in str(err)
+    assert any(at == field and problem in said for at, said in err.problems), err.problems
+
 TWO_TARGETS = """\
 routes:
   - name: r
@@ -182,7 +189,7 @@ routes:
 ])
 def test_bad_target_fields_are_named(tmp_path, settings, second_target, field, problem):
     err = load_error(tmp_path, settings, TWO_TARGETS % second_target)
-    assert f"{field}: {problem}" in str(err)
+    assert_problem(err, field, problem)
     assert [p for p, _ in err.problems] == [field]
 
 
@@ -200,7 +207,7 @@ def test_bad_route_fields_are_named(tmp_path, settings, route_extra, field, prob
     if route_extra.startswith("fallback: s"):
         text += '    shadow: {name: s, model: "models:/m/9"}\n'
     err = load_error(tmp_path, settings, text)
-    assert f"{field}: {problem}" in str(err)
+    assert_problem(err, field, problem)
 
 
 @pytest.mark.parametrize(("text", "field", "problem"), [
@@ -238,7 +245,7 @@ def test_bad_route_fields_are_named(tmp_path, settings, route_extra, field, prob
 ])
 def test_bad_fields_are_named(tmp_path, settings, text, field, problem):
     err = load_error(tmp_path, settings, text)
-    assert f"{field}: {problem}" in str(err)
+    assert_problem(err, field, problem)
 
 
 def test_env_keys_that_clash_or_are_malformed_are_named(tmp_path, settings):

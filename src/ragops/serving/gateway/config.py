@@ -154,10 +154,12 @@ def default_route(settings: Settings) -> RouteConfig:
 
 def load_gateway_config(path: str | Path | None, settings: Settings, *,
                         environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Read and validate the gateway config at ``path`` (None: the default route), plus the keys in
+    """Read and validate the gateway config at ``path`` (None or "": the default route), plus the keys in
     ``RAGOPS_API_KEYS``. ``environ`` (default ``os.environ``) is where ``env:VAR`` keys and
     ``RAGOPS_API_KEYS`` are looked up. Raises :class:`GatewayConfigError` naming every bad field."""
     env = os.environ if environ is None else environ
+    if path is not None and not str(path).strip():
+        path = None  # an empty job parameter / --config "" means "no file", as for every setting
     source = str(path) if path is not None else NO_FILE
     raw: Any = {}
     if path is not None:
