@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ragops.cli.common import CliError, add_common, load_settings, pairs
 
@@ -14,6 +15,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CliError(f"--workers {args.workers}: must be at least 1")
     settings = load_settings(args)
+    if args.log_level:  # the workers are fresh processes: they read the level from the environment
+        os.environ["RAGOPS_LOG_LEVEL"] = args.log_level.upper()
     # Loaded here once so a bad file fails now, in one line, rather than in every worker.
     config = load_gateway_config(args.config, settings)
     if not config.keys:

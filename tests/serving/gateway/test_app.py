@@ -388,7 +388,7 @@ def test_without_a_model_the_default_route_answers(gw):
 # --- refusals ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("authorization", [None, "Bearer sk-wrong-key-that-must-not-leak", "Basic c2stYWxpY2U=",
-                                           "Bearer "])
+                                           "Bearer"])
 def test_a_missing_or_wrong_key_is_a_401_that_never_echoes_the_key(gw, authorization):
     headers = {"Authorization": authorization} if authorization else {}
     r = gw.client.post("/v1/chat/completions", headers=headers,
@@ -562,16 +562,26 @@ def test_an_unknown_path_is_an_openai_shaped_404(gw):
 
 
 def test_health_and_metrics(gw):
+    from prometheus_client.parser import text_string_to_metric_families
+
     assert gw.client.get("/health").json()["status"] == "ok"
     assert gw.client.get("/ready").status_code == 200
     gw.chat()
-    text = gw.client.get("/metrics").text
-    assert re.search(r'ragops_gateway_requests_total\{route="rag_chain",target="champion",status="200"\} [1-9]', text)
-    assert re.search(r'ragops_gateway_requests_total\{route="-",target="-",status="401"\} [1-9]', text)
-    assert re.search(r'ragops_gateway_request_duration_seconds_bucket\{route="rag_chain",target="champion",le="0.005"\} '
-                     r'[1-9]', text)
-    assert re.search(r'ragops_gateway_tokens_total\{route="rag_chain",target="champion",kind="completion"\} [1-9]', text)
-    assert "ragops_gateway_inference_log_queue_depth 3.0" in text
+    gw.chat(key=None)
+    samples = {}
+    for family in text_string_to_metric_families(gw.client.get("/metrics").text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+
+    def value(name: str, **labels) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("ragops_gateway_requests_total", route="rag_chain", target="champion", status="200") >= 1
+    assert value("ragops_gateway_requests_total", route="-", target="-", status="401") >= 1
+    assert value("ragops_gateway_request_duration_seconds_bucket", route="rag_chain", target="champion",
+                 le="0.05") >= 1  # the fake answers in microseconds
+    assert value("ragops_gateway_tokens_total", route="rag_chain", target="champion", kind="completion") >= 6
+    assert value("ragops_gateway_inference_log_queue_depth") == 3.0
 
 
 def test_feedback_on_a_served_request_and_404_for_an_unknown_one(gw):
