@@ -717,3 +717,20 @@ def test_bundle_endpoint_declares_what_the_default_gateway_config_generates(tmp_
     generated = ai_gateway_settings(default, catalog="${var.catalog}", schema="${var.schema}")
     assert endpoint["ai_gateway"] == generated.as_dict()
     assert [r["traffic_percentage"] for r in endpoint["config"]["traffic_config"]["routes"]] == [100]
+
+
+def test_moving_the_inference_table_disables_it_first(gw_fake, gw_client, tmp_path):
+    from ragops.serving.deploy import deploy
+
+    gw_fake.seed(ENDPOINT, "3")
+    gw_fake.endpoints[ENDPOINT]["ai_gateway"] = {
+        "inference_table_config": {"enabled": True, "catalog_name": "main", "schema_name": "old_schema",
+                                   "table_name_prefix": "rag_chain_endpoint"},
+        "usage_tracking_config": {"enabled": True}}
+    config = gateway_yaml(tmp_path, 'routes: [{name: rag_chain, targets: [{name: champion, '
+                                    'model: "models:/rag_chain@champion"}]}]\n')
+    deploy(gw_client, model_name=MODEL, endpoint_name=ENDPOINT, gateway_config=config, **FAST)
+    first, second = gw_fake.gateway_puts()
+    assert first["inference_table_config"] == {"enabled": False}  # Databricks refuses a move while enabled
+    assert second["inference_table_config"]["schema_name"] == "ragops"
+    assert gw_fake.endpoints[ENDPOINT]["ai_gateway"]["inference_table_config"]["enabled"] is True

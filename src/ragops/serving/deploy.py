@@ -410,16 +410,41 @@ def _apply_ai_gateway(client, endpoint_name: str, endpoint, wanted) -> str:
     if _gateway_view(getattr(endpoint, "ai_gateway", None)) == _gateway_view(wanted):
         log.info("endpoint %s: AI Gateway settings unchanged", endpoint_name)
         return "unchanged"
+    what = f"updating the AI Gateway of serving endpoint {endpoint_name!r}"
+    current_table = getattr(getattr(endpoint, "ai_gateway", None), "inference_table_config", None)
+    wanted_table = wanted.inference_table_config
+    if _moves_inference_table(current_table, wanted_table):
+        # Databricks only lets an inference table change catalog, schema or prefix while it is
+        # disabled: turn it off first (the old table stays; the new one starts empty).
+        from databricks.sdk.service.serving import AiGatewayInferenceTableConfig
+
+        log.info("endpoint %s: moving the inference table %s.%s.%s* → %s.%s.%s*", endpoint_name,
+                 current_table.catalog_name, current_table.schema_name, current_table.table_name_prefix,
+                 wanted_table.catalog_name, wanted_table.schema_name, wanted_table.table_name_prefix)
+        _call(client, what, client.serving_endpoints.put_ai_gateway, endpoint_name,
+              inference_table_config=AiGatewayInferenceTableConfig(enabled=False),
+              usage_tracking_config=wanted.usage_tracking_config,
+              rate_limits=list(wanted.rate_limits or []),
+              fallback_config=wanted.fallback_config,
+              guardrails=wanted.guardrails)
     log.info("endpoint %s: applying AI Gateway settings (%d rate limits)", endpoint_name,
              len(wanted.rate_limits or []))
-    _call(client, f"updating the AI Gateway of serving endpoint {endpoint_name!r}",
-          client.serving_endpoints.put_ai_gateway, endpoint_name,
-          inference_table_config=wanted.inference_table_config,
+    _call(client, what, client.serving_endpoints.put_ai_gateway, endpoint_name,
+          inference_table_config=wanted_table,
           usage_tracking_config=wanted.usage_tracking_config,
           rate_limits=list(wanted.rate_limits or []),  # [] clears limits set before: the config owns them
           fallback_config=wanted.fallback_config,
           guardrails=wanted.guardrails)
     return "updated"
+
+
+def _moves_inference_table(current, wanted) -> bool:
+    """True when an enabled inference table would change place (catalog, schema or prefix)."""
+    if current is None or wanted is None or not current.enabled or not wanted.enabled:
+        return False
+    def place(table):
+        return table.catalog_name, table.schema_name, table.table_name_prefix
+    return place(current) != place(wanted)
 
 
 def deploy(
