@@ -80,10 +80,12 @@ def test_feedback_becomes_an_eval_set_question(served):
                            shadow=True, target="challenger"))
     log.flush()
     store = FeedbackStore(settings, log)
-    store.submit("r1", "alice", "up")
-    store.submit("r2", "bob", "down", corrected_answer="Port 4817 (gRPC)")
+    store.submit("r1", "alice", "down", corrected_answer="Raw samples are kept for 14 days.")
+    store.submit("r2", "bob", "up")
     frame = from_feedback(open_lakehouse(settings)).set_index("question_id")
     assert sorted(frame.index) == ["fb-r1", "fb-r2"]
-    assert frame.loc["fb-r1", "expected_answers"] == ["Raw samples are kept for 30 days."]
-    assert frame.loc["fb-r1", "expected_doc_ids"] == ["guides/retention.md"]
-    assert frame.loc["fb-r2", "expected_answers"] == ["Port 4817 (gRPC)"]
+    assert frame.loc["fb-r1", "question"] == "How long are raw samples kept?"
+    assert frame.loc["fb-r1", "expected_answers"] == ["Raw samples are kept for 14 days."]
+    # The answer bob was served and rated, not the shadow model's answer logged under the same id.
+    assert frame.loc["fb-r2", "expected_answers"] == ["Port 9000"]
+    assert frame.loc["fb-r2", "expected_doc_ids"] == ["guides/retention.md"]

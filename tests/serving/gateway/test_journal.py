@@ -108,7 +108,12 @@ def test_rows_recorded_before_kill_9_are_in_delta_once_after_restart(make_settin
     settings = make_settings()
     child = run_child(tmp_path, "loop", str(settings.root))
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
+
+    def read_ids() -> None:
+        for line in child.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read_ids, daemon=True)
     reader.start()
     try:
         # Kill it mid-way: its flusher has written some rows to Delta, and it keeps recording.
@@ -117,6 +122,10 @@ def test_rows_recorded_before_kill_9_are_in_delta_once_after_restart(make_settin
             assert child.poll() is None, (tmp_path / "child.stderr").read_text()
             assert time.monotonic() < deadline, "the child neither recorded nor flushed in 60 s"
             time.sleep(0.05)
+        seen_flushed = len(lines)
+        while len(lines) < seen_flushed + 10:  # a few more, recorded after a flush we saw
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()

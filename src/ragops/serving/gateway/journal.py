@@ -124,7 +124,24 @@ def _model_name(model_uri: str | None) -> str | None:
     return re.split(r"[@/]", model_uri[len("models:/"):], maxsplit=1)[0] or None
 
 
-def _iso(ts: datetime) -> str:
+def _int(value: Any) -> int | None:
+    """A count or status as an int; a value that is not one is null rather than a lost row."""
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _iso(ts: datetime | None) -> str:
+    if ts is None:
+        ts = datetime.now(timezone.utc)
     if ts.tzinfo is None:  # the gateway's clocks are UTC; a naive time is taken as UTC, not local
         ts = ts.replace(tzinfo=timezone.utc)
     return ts.astimezone(timezone.utc).isoformat()
@@ -155,10 +172,11 @@ def _cut_sources(sources: list[dict], limit: int) -> tuple[str, bool]:
 
 
 def to_row(rec: InferenceRecord, max_field_chars: int) -> dict[str, Any]:
-    """The ``inference_log`` row of a record: JSON-ready, fields capped at ``max_field_chars``."""
-    question, cut_q = _cut(rec.question, max_field_chars)
-    answer, cut_a = _cut(rec.answer, max_field_chars)
-    error, cut_e = _cut(redact_secrets(rec.error) if rec.error else rec.error, max_field_chars)
+    """The ``inference_log`` row of a record: JSON-ready, fields capped at ``max_field_chars``. Lenient
+    with odd values (a count that is not a number becomes null): the row is kept either way."""
+    question, cut_q = _cut(None if rec.question is None else str(rec.question), max_field_chars)
+    answer, cut_a = _cut(None if rec.answer is None else str(rec.answer), max_field_chars)
+    error, cut_e = _cut(redact_secrets(str(rec.error)) if rec.error else None, max_field_chars)
     sources, cut_s = _cut_sources(list(rec.sources or []), max_field_chars)
     lineage, cut_l = _cut(redact_secrets(json.dumps(rec.lineage or {}, ensure_ascii=False, default=str)),
                           max_field_chars)
@@ -183,12 +201,12 @@ def to_row(rec: InferenceRecord, max_field_chars: int) -> dict[str, Any]:
         "sources": sources,
         "chunk_ids": chunk_ids[:MAX_LIST_ITEMS],
         "status": rec.status,
-        "http_status": int(rec.http_status),
+        "http_status": _int(rec.http_status),
         "error": error,
-        "latency_ms": float(rec.latency_ms),
-        "ttft_ms": None if rec.ttft_ms is None else float(rec.ttft_ms),
-        "prompt_tokens": int(rec.prompt_tokens),
-        "completion_tokens": int(rec.completion_tokens),
+        "latency_ms": _float(rec.latency_ms),
+        "ttft_ms": _float(rec.ttft_ms),
+        "prompt_tokens": _int(rec.prompt_tokens),
+        "completion_tokens": _int(rec.completion_tokens),
         "lineage": lineage,
         "access_groups": None if groups is None else groups[:MAX_LIST_ITEMS],
         "guardrails": guardrails,
@@ -212,7 +230,7 @@ def rows_to_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
     )
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
     for c in ("shadow", "truncated"):
-        frame[c] = frame[c].fillna(False).astype(bool)
+        frame[c] = frame[c].astype("boolean").fillna(False).astype(bool)
     for c in ("http_status", "prompt_tokens", "completion_tokens"):
         frame[c] = frame[c].astype("Int32")
     for c in ("latency_ms", "ttft_ms"):
