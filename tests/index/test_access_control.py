@@ -29,7 +29,7 @@ BUDGET = "finance/budget-2027.md"
 HR_POLICY = "hr/policies.jsonl#hr-7"
 PUBLIC_POLICY = "hr/policies.jsonl#hr-1"
 RETENTION_QUESTION = "What is the default retention period for raw samples?"
-BUDGET_QUESTION = "How large is the Lumen observability budget for 2027 and who approved it?"
+BUDGET_QUESTION = "What is the observability budget for 2027?"
 MODES = ["vector", "keyword", "hybrid"]
 #: the restricted documents and the one group that may see each
 RESTRICTED = {RETENTION: "ops", BUDGET: "finance", HR_POLICY: "hr"}
@@ -237,15 +237,13 @@ def test_two_callers_get_different_answers_from_the_real_llm(restricted, searche
 
     configure_mlflow(restricted)
     ensure_prompts()
-    cfg = ChainConfig(llm=LLMConfig(max_new_tokens=32))
+    cfg = ChainConfig(llm=LLMConfig(max_new_tokens=24))
     chain = RagChain(searcher, get_chat_model(cfg.llm), resolve_prompt("rag_answer", "production"), cfg)
     finance = chain.invoke(BUDGET_QUESTION, groups=["finance"], trace=False)
     eng = chain.invoke(BUDGET_QUESTION, groups=["eng"], trace=False)
-    assert BUDGET in [s["doc_id"] for s in finance["sources"]]
-    assert BUDGET not in [s["doc_id"] for s in eng["sources"]]
-    assert "4.2" in finance["answer"]
-    assert "4.2" not in eng["answer"] and eng["answer"] != finance["answer"]
-    assert finance["answer"] != DONT_KNOW
+    assert [s["doc_id"] for s in finance["sources"]] == [BUDGET] and "4.2" in finance["answer"]
+    # Nothing eng may see is about the budget: no passage, no figure, "I don't know" without the LLM.
+    assert eng["sources"] == [] and eng["answer"] == DONT_KNOW and eng["usage"]["completion_tokens"] == 0
 
 
 def test_hnsw_still_returns_k_allowed_vectors_under_a_selective_filter():
