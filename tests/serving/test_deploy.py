@@ -734,3 +734,24 @@ def test_moving_the_inference_table_disables_it_first(gw_fake, gw_client, tmp_pa
     assert first["inference_table_config"] == {"enabled": False}  # Databricks refuses a move while enabled
     assert second["inference_table_config"]["schema_name"] == "ragops"
     assert gw_fake.endpoints[ENDPOINT]["ai_gateway"]["inference_table_config"]["enabled"] is True
+
+
+def test_deploy_job_takes_the_gateway_config_file(gw_fake, tmp_path, monkeypatch, capsys):
+    """`databricks bundle run deploy_job --params gateway_config=...`: the job splits traffic and sets
+    the AI Gateway from the YAML; a broken file fails before any workspace call, naming the field."""
+    monkeypatch.setenv("DATABRICKS_HOST", gw_fake.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    split_config(tmp_path)  # writes tmp_path / "gateway.yml"
+    rc = deploy_job.main(["--catalog=main", "--schema=ragops", "--model_name=", f"--gateway_config={tmp_path / 'gateway.yml'}",
+                          "--timeout_s=15", "--poll_s=0.01", "--retry_timeout_s=5"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"]
+    assert summary["gateway_route"] == "rag_chain" and summary["ai_gateway"] == "updated"
+    assert [t["traffic_percentage"] for t in summary["traffic"]] == [90, 10]
+
+    broken = tmp_path / "broken.yml"
+    broken.write_text("routes:\n  - name: rag_chain\n    targets: [{name: a, model: 'models:/m@a', weight: 0}]\n")
+    before = len(gw_fake.requests)
+    with pytest.raises(SystemExit, match=r"weight: must be > 0"):
+        deploy_job.main([f"--gateway_config={broken}", "--retry_timeout_s=5"])
+    assert len(gw_fake.requests) == before

@@ -32,6 +32,9 @@ PARAMETERS = (
     _param("poll_s", "float", 10.0, "seconds between state polls"),
     _param("profile", "str", "", "~/.databrickscfg profile (default: environment / DEFAULT profile / runtime auth)"),
     _param("retry_timeout_s", "int", DEFAULT_RETRY_TIMEOUT_S, "how long the SDK retries an unreachable workspace"),
+    _param("gateway_config", "str", "", "gateway YAML (routes, keys, limits): the endpoint's traffic split and AI "
+           "Gateway settings come from it; empty = serve the alias alone"),
+    _param("gateway_route", "str", "", "route of gateway_config to deploy (default: its first)"),
 )
 
 
@@ -50,6 +53,11 @@ def deploy_stage(lh: None, settings: Settings, params: Mapping[str, str]):
     from ragops.workspace import workspace_client
 
     o = options(params)
+    gateway = None
+    if o["gateway_config"]:
+        from ragops.serving.gateway.config import load_gateway_config
+
+        gateway = load_gateway_config(o["gateway_config"], settings)  # a bad file fails before any API call
     client = workspace_client(profile=o["profile"] or None, retry_timeout_seconds=o["retry_timeout_s"],
                               purpose="the chain cannot be deployed to Model Serving", hint=LOCAL_HINT)
     return deploy(
@@ -61,6 +69,8 @@ def deploy_stage(lh: None, settings: Settings, params: Mapping[str, str]):
         scale_to_zero=o["scale_to_zero"],
         timeout_s=o["timeout_s"],
         poll_s=o["poll_s"],
+        gateway_config=gateway,
+        gateway_route=o["gateway_route"] or None,
     )
 
 
