@@ -480,7 +480,14 @@ def main(argv: list[str] | None = None) -> dict:
                                  "--port", str(up_port), "--max-seconds", "600"],
                                 stdout=up_log, stderr=subprocess.STDOUT)
     gateway = subprocess.Popen(gateway_cmd, env=env, stdout=gw_log, stderr=subprocess.STDOUT, cwd=str(root))
-    result: dict = {"benchmark": "bench_gateway", "started_at": started_at, "machine": machine_info(),
+    git = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = {"commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=BENCH_DIR, timeout=10).stdout.strip(),
+               "uncommitted_gateway_files": subprocess.run(
+                   ["git", "status", "--porcelain", "src/ragops/serving/gateway", "src/ragops/cli/gateway.py"],
+                   capture_output=True, text=True, cwd=BENCH_DIR.parent, timeout=10).stdout.split("\n")[:-1]}
+    result: dict = {"benchmark": "bench_gateway", "started_at": started_at, "machine": machine_info(), "git": git,
                     "loadavg_before": load_before, "argv": sys.argv[1:],
                     "gateway_command": " ".join(gateway_cmd), "gateway_workers": args.workers}
     try:
