@@ -25,6 +25,7 @@ from ragops.serving.gateway.journal import (
     from_databricks_payload,
     import_databricks_payload,
     redact_secrets,
+    to_row,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -168,6 +169,23 @@ def test_replaying_rows_already_in_delta_neither_duplicates_nor_loses(make_setti
         log.close()
     assert lh.version(TABLE) == version + 1, "the lost checkpoint should have made start() replay all 40 rows"
     assert sorted(delta_ids(settings)) == [f"req-{i:06d}" for i in range(40)]
+    assert journals(settings) == []
+
+
+def test_lines_the_table_refuses_are_set_aside_and_do_not_block_the_others(make_settings):
+    settings = make_settings()
+    folder = settings.root / "gateway" / "journal"
+    folder.mkdir(parents=True)
+    good = json.dumps(to_row(make_record("good"), 32_000))
+    bad_time = json.dumps({**to_row(make_record("bad-time"), 32_000), "timestamp": "yesterday"})
+    torn = good[: len(good) // 2]  # the owner died inside write(2): its record() never returned
+    (folder / "4242-deadbeef.jsonl").write_text(f"{good}\nnot json at all\n{bad_time}\n{torn}")
+    with InferenceLog(settings, flush_every_s=60):
+        pass  # start() replays the dead journal
+    assert delta_ids(settings) == ["good"]
+    set_aside = (folder / "rejected" / "4242-deadbeef.jsonl").read_text().splitlines()
+    assert len(set_aside) == 2 and "not json at all" in set_aside
+    assert [json.loads(line)["request_id"] for line in set_aside if line != "not json at all"] == ["bad-time"]
     assert journals(settings) == []
 
 

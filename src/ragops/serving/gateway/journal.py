@@ -481,8 +481,8 @@ class InferenceLog:
 
     # --- the background --------------------------------------------------------------------------
     def flush(self) -> int:
-        """Write every journaled record to Delta now; how many records that was (a request recorded
-        twice counts twice and is one row, its latest)."""
+        """Write every record journaled so far to Delta now; how many records that was (a request
+        recorded twice counts twice and is one row, its latest)."""
         with self._flush_lock:
             written = self._drain_adopted() + self._drain_own()
             if self._rotate_if_big():
@@ -595,10 +595,13 @@ class InferenceLog:
     def _drain(self, journal: _Journal, final: bool) -> int:
         """Upsert a journal's lines after its checkpoint in batches of ``max_batch``, advancing the
         checkpoint after each. ``final``: nobody writes to it any more, so a trailing fragment
-        without a newline is a write torn by the owner's death (its record() never returned)."""
+        without a newline is a write torn by the owner's death (its record() never returned).
+
+        Only what the journal held on entry: rows recorded meanwhile wait for the next round, so a
+        busy log writes one batch per ``flush_every_s`` instead of a stream of tiny commits."""
         written = 0
+        size = journal.size()
         while True:
-            size = journal.size()
             if journal.offset >= size:
                 return written
             data = os.pread(journal.fd, min(size - journal.offset, READ_CHUNK_BYTES), journal.offset)
@@ -644,25 +647,25 @@ class InferenceLog:
     def _write(self, rows: list[dict[str, Any]], journal: _Journal) -> None:
         rows = _dedupe(rows)
         try:
-            frame = rows_to_frame(rows)
-            validate(TABLE, frame)
-        except (ValueError, TypeError) as exc:  # SchemaError is a ValueError
+            # upsert validates the batch before any commit; validating it here too would double the
+            # flusher's Python work, which competes with the request thread for the GIL.
+            self.lakehouse.upsert(TABLE, rows_to_frame(rows))
+            return
+        except (ValueError, TypeError) as exc:  # SchemaError is a ValueError; nothing was written
             # A row the table refuses would block every later row: set it aside, keep the others.
             log.error("inference log: %s refuses a batch of %d rows (%s); checking them one by one",
                       TABLE, len(rows), exc)
-            good = []
-            for row in rows:
-                try:
-                    validate(TABLE, rows_to_frame([row]))
-                    good.append(row)
-                except (ValueError, TypeError) as row_exc:
-                    self._reject([json.dumps(row, ensure_ascii=False, default=str).encode()], journal, str(row_exc))
-            if not good:
-                return
-            frame = rows_to_frame(good)
+        good = []
+        for row in rows:
+            try:
+                validate(TABLE, rows_to_frame([row]))
+                good.append(row)
+            except (ValueError, TypeError) as row_exc:
+                self._reject([json.dumps(row, ensure_ascii=False, default=str).encode()], journal, str(row_exc))
         # Other failures (Delta unreachable, commit conflicts past the retries) propagate: the
         # checkpoint stays where it is and the flusher tries again.
-        self.lakehouse.upsert(TABLE, frame)
+        if good:
+            self.lakehouse.upsert(TABLE, rows_to_frame(good))
 
     def _reject(self, lines: Iterable[bytes], journal: _Journal, why: str) -> None:
         folder = self.journal_dir / "rejected"
