@@ -403,9 +403,16 @@ class Gateway:
             return self.checks.get(route, _NO_CHECKS)
         return self.checks
 
+    def current_backends(self) -> list[Backend]:
+        """The backends the config in service routes to (a reload may have left others behind)."""
+        seen: dict[tuple[Any, ...], Backend] = {}
+        for target in self.targets(self.config):
+            seen.setdefault(_backend_key(target), self.backend(target))
+        return list(seen.values())
+
     @property
     def ready(self) -> bool:
-        return all(b.ready for b in self.backends.values())
+        return all(b.ready for b in self.current_backends())
 
     def spawn(self, coro, tasks: set[asyncio.Task] | None = None) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -747,7 +754,7 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
     @app.get("/ready")
     async def ready() -> Response:
         targets = {}
-        for backend in gw.backends.values():
+        for backend in gw.current_backends():
             error = getattr(backend, "load_error", None)
             targets[backend.target.name] = "ready" if backend.ready else f"failed: {error}" if error else "loading"
         ok = gw.ready
