@@ -231,15 +231,18 @@ def test_load_source_specs(tmp_path):
 
 # --- feedback ------------------------------------------------------------------------------------------
 def _log_row(request_id: str, question: str, answer: str, sources: list[dict] | str | None) -> dict:
-    return {"request_id": request_id, "timestamp": utcnow(), "endpoint": "ragops", "model_name": "rag",
-            "model_version": "3", "question": question, "answer": answer,
+    return {"request_id": request_id, "shadow": False, "timestamp": utcnow(), "endpoint": "ragops",
+            "key_name": "k1", "route": "rag_chain", "target": "champion", "model_name": "rag",
+            "model_uri": "models:/rag/3", "model_version": "3", "question": question, "answer": answer,
             "sources": sources if isinstance(sources, str) or sources is None else json.dumps(sources),
-            "status": "ok", "latency_ms": 120.0, "prompt_tokens": 300, "completion_tokens": 20, "lineage": "{}"}
+            "chunk_ids": [], "status": "ok", "http_status": 200, "error": None, "latency_ms": 120.0,
+            "ttft_ms": 40.0, "prompt_tokens": 300, "completion_tokens": 20, "lineage": "{}",
+            "access_groups": None, "guardrails": "[]", "truncated": False}
 
 
 def _feedback_row(feedback_id: str, request_id: str, rating: int | None, corrected: str | None = None,
                   minutes: int = 0) -> dict:
-    return {"feedback_id": feedback_id, "request_id": request_id, "rating": rating, "comment": None,
+    return {"feedback_id": feedback_id, "request_id": request_id, "key_name": "k1", "rating": rating, "comment": None,
             "corrected_answer": corrected, "user_id": "u1", "created_at": utcnow() + pd.Timedelta(minutes=minutes)}
 
 

@@ -18,6 +18,7 @@ def feedback(ids, rating=5, comment="ok"):
         {
             "feedback_id": ids,
             "request_id": [f"r-{i}" for i in ids],
+            "key_name": ["k1"] * len(ids),
             "rating": pd.array([rating] * len(ids), dtype="int32"),
             "comment": [comment] * len(ids),
             "corrected_answer": [None] * len(ids),
