@@ -45,8 +45,9 @@ class FakeBackend:
     """A target answering at once (or after ``delay_s``, or failing), recording what it was asked."""
 
     def __init__(self, target: Target, text: str = "The collector listens on port 4317.", *,
-                 delay_s: float = 0.0, fail: bool = False, version: str = "7") -> None:
+                 delay_s: float = 0.0, fail: bool = False, version: str = "7", stall_s: float = 0.0) -> None:
         self.target, self.text, self.delay_s, self.fail, self.version = target, text, delay_s, fail, version
+        self.stall_s = stall_s  # a streamed answer stops for this long after its first piece
         self.questions: list[Question] = []
         self.loaded = threading.Event()
         self.loaded.set()
@@ -79,12 +80,31 @@ class FakeBackend:
         await asyncio.sleep(self.delay_s)
         if self.fail:
             raise BackendError(f"{self.target.name} is down")
-        for piece in pieces(self.text):
+        for i, piece in enumerate(pieces(self.text)):
             yield piece
+            if i == 0 and self.stall_s:
+                await asyncio.sleep(self.stall_s)
         yield self._answer()
 
     async def aclose(self) -> None:
         return None
+
+
+class NoSecretsCheck:
+    """A per-route check in the guardrails slot: refuses questions about passwords, redacts answers."""
+
+    def before(self, request) -> None:
+        from ragops.serving.gateway.app import CheckRefused
+
+        flagged = "password" in request.question.lower()
+        request.guardrails.append({"check": "no_secrets", "stage": "input", "passed": not flagged})
+        if flagged:
+            raise CheckRefused("questions about passwords are refused on this route")
+
+    def after(self, request, answer: Answer) -> Answer:
+        request.guardrails.append({"check": "no_secrets", "stage": "output", "passed": True})
+        answer.text = answer.text.replace("4317", "[port]")
+        return answer
 
 
 class FakeLog:
@@ -244,6 +264,9 @@ def gateway_config(upstream_url: str, dead_url: str) -> GatewayConfig:
         # (nearly) everything goes to the dead upstream: the fallback is the only way to answer
         RouteConfig("remote_down", (Target("gone", upstream=f"{dead_url}/v1", weight=100),
                                     Target("steady", model="models:/fake@steady", weight=1e-9)), fallback="steady"),
+        RouteConfig("stalls", (t("staller"),), timeout_s=0.5),
+        RouteConfig("lingers", (t("staller"),), timeout_s=30),
+        RouteConfig("guarded", (t("champion"),)),
     ]
     keys = (key_config("alice"), key_config("bob", requests_per_minute=2), key_config("carol", tokens_per_minute=20))
     return GatewayConfig(routes={r.name: r for r in routes}, keys=keys, default_route="rag_chain",
@@ -290,7 +313,8 @@ def fake_factory(fakes: dict[str, FakeBackend]):
             fakes[target.name] = FakeBackend(
                 target, text={"candidate": "A shadow answer nobody sees."}.get(target.name,
                                                                               "The collector listens on port 4317."),
-                delay_s={"sleepy": 5.0, "candidate": 0.3}.get(target.name, 0.0), fail=target.name == "broken")
+                delay_s={"sleepy": 5.0, "candidate": 0.3}.get(target.name, 0.0), fail=target.name == "broken",
+                stall_s=5.0 if target.name == "staller" else 0.0)
         return fakes[target.name]
 
     return factory
@@ -306,7 +330,8 @@ def gw(tmp_path_factory):
     with FakeUpstream() as upstream:
         config = gateway_config(upstream.url, free_dead_url())
         app = create_app(config, settings, inference_log=log, feedback=feedback, backend_factory=fake_factory(fakes),
-                         router=Router(config, seed=11))  # a seeded split: the same targets every run
+                         router=Router(config, seed=11),  # a seeded split: the same targets every run
+                         checks={"guarded": NoSecretsCheck()})
         with Served(app) as served:
             g = Gw(served, log, feedback, fakes, upstream, app)
             yield g
@@ -518,6 +543,41 @@ def test_the_shadow_answers_in_the_background_logged_but_never_returned(gw):
     assert served.target == "champion" and "nobody sees" not in r.text
 
 
+def test_a_stream_that_stalls_past_the_timeout_ends_with_an_error_event(gw):
+    with gw.client.stream("POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {KEYS['alice']}"},
+                          json={"model": "stalls", "stream": True,
+                                "messages": [{"role": "user", "content": "Which port?"}]}) as r:
+        assert r.status_code == 200  # the first piece came in time: the stream had started
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert events[1]["choices"][0]["delta"]["content"] == "The "
+    assert events[-1]["error"]["code"] == "timeout"
+    (row,) = gw.log.rows(r.headers["x-request-id"])
+    assert row.status == "timeout" and row.http_status == 504 and row.answer == "The "
+
+
+def test_a_client_that_leaves_mid_stream_is_still_logged(gw):
+    with gw.client.stream("POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {KEYS['alice']}"},
+                          json={"model": "lingers", "stream": True,
+                                "messages": [{"role": "user", "content": "Which port?"}]}) as r:
+        request_id = r.headers["x-request-id"]
+        next(r.iter_lines())  # the role chunk; then hang up
+    gw.wait_for(lambda: gw.log.rows(request_id), timeout_s=4)  # well before the answer's 5 s stall ends
+    (row,) = gw.log.rows(request_id)
+    assert row.status == "error" and row.http_status == 499
+
+
+def test_the_route_checks_can_refuse_a_question_and_rewrite_an_answer(gw):
+    refused = gw.chat("What is the admin password?", model="guarded")
+    assert refused.status_code == 400 and error_of(refused)["code"] == "content_refused"
+    (row,) = gw.log.rows(refused.headers["x-request-id"])
+    assert row.status == "refused" and row.guardrails == [{"check": "no_secrets", "stage": "input", "passed": False}]
+    answered = gw.chat(model="guarded")
+    assert answered.json()["choices"][0]["message"]["content"] == "The collector listens on port [port]."
+    (row,) = gw.log.rows(answered.headers["x-request-id"])
+    assert [g["stage"] for g in row.guardrails] == ["input", "output"] and "[port]" in row.answer
+    assert gw.chat(model="rag_chain").json()["choices"][0]["message"]["content"].endswith("4317.")  # per route
+
+
 def test_an_openai_compatible_upstream_answers_and_streams(gw):
     r = gw.chat("ping?", model="remote", max_tokens=12, temperature=0.0)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "upstream says: ping?"
@@ -554,7 +614,7 @@ def test_models_lists_one_model_per_route(gw):
     r = gw.client.get("/v1/models", headers={"Authorization": f"Bearer {KEYS['alice']}"})
     assert r.status_code == 200 and r.json()["object"] == "list"
     assert [m["id"] for m in r.json()["data"]] == ["rag_chain", "slow", "flaky", "down", "shadowed", "remote",
-                                                   "remote_mlflow", "remote_down"]
+                                                   "remote_mlflow", "remote_down", "stalls", "lingers", "guarded"]
 
 
 def test_an_unknown_path_is_an_openai_shaped_404(gw):
