@@ -183,3 +183,43 @@ def test_two_workers_hold_one_limit_reload_on_sighup_and_flush_on_sigterm(tmp_pa
     rows = open_lakehouse(Settings.from_variables({"root": str(root)})).read("inference_log")
     assert sorted(rows["request_id"]) == sorted(r.headers["x-request-id"] for r in responses)  # flushed on SIGTERM
     assert sorted(rows["http_status"].tolist()) == [200] * 4 + [429] * 16
+
+
+def test_one_worker_reloads_on_sighup_and_flushes_on_sigterm(tmp_path):
+    """Without a supervisor process the app itself handles SIGHUP; uvicorn's SIGTERM flushes the log."""
+    from ragops.config import Settings
+    from ragops.lakehouse import open_lakehouse
+
+    root, port, config = tmp_path / "state", free_port(), tmp_path / "gateway.yml"
+    bob = "sk-bob-one-worker-0123"
+    with FakeUpstream() as upstream:
+        write_config(config, upstream.url)
+        env = {**os.environ, "BOB_KEY": bob, "RAGOPS_LOG_LEVEL": "WARNING"}
+        env.pop("RAGOPS_API_KEYS", None)
+        proc = subprocess.Popen([sys.executable, "-m", "ragops.cli.main", "gateway", "--config", str(config),
+                                 "--port", str(port), "--var", f"root={root}"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {bob}"}
+        try:
+            wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, 90, "gateway ready")
+            pid = httpx.get(f"{url}/health", timeout=2).json()["worker"]
+            served = httpx.post(f"{url}/v1/chat/completions", headers=auth, timeout=10,
+                                json={"messages": [{"role": "user", "content": "hello?"}]})
+            assert served.status_code == 200
+            write_config(config, upstream.url, extra_route=True)
+            proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: "second" in [m["id"] for m in httpx.get(f"{url}/v1/models", headers=auth,
+                                                                         timeout=2).json()["data"]],
+                       30, "the new route")
+            assert httpx.get(f"{url}/health", timeout=2).json()["worker"] == pid  # reloaded, not restarted
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                output, _ = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, _ = proc.communicate()
+                raise AssertionError(f"the gateway did not stop on SIGTERM:\n{output[-3000:]}") from None
+    assert proc.returncode == 0, output[-3000:]
+    rows = open_lakehouse(Settings.from_variables({"root": str(root)})).read("inference_log")
+    assert rows["request_id"].tolist() == [served.headers["x-request-id"]]

@@ -910,7 +910,15 @@ def serve_gateway(settings: Settings, config_path: str | None, *, target: str | 
                             timeout_graceful_shutdown=graceful_timeout_s)
     if workers <= 1:
         server = uvicorn.Server(config)
-        server.run()
+        # After its graceful shutdown uvicorn re-raises the signal that stopped it under the handler
+        # that was in place before; with this no-op one a SIGTERM'd gateway exits 0 (its log flushed).
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        try:
+            server.run()
+        except KeyboardInterrupt:  # Ctrl-C, re-raised the same way after the clean shutdown
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return 0 if server.started else 1
     from uvicorn.supervisors import Multiprocess
 
