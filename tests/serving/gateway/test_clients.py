@@ -65,6 +65,16 @@ def test_openai_sdk_streaming_with_usage(client):
     assert len({c.id for c in chunks}) == 1
 
 
+def test_openai_sdk_raises_when_a_stream_fails_mid_answer(client):
+    stream = client.chat.completions.create(model="stalls", stream=True,  # stalls past its timeout
+                                            messages=[{"role": "user", "content": QUESTION}])
+    received = []
+    with pytest.raises(openai.APIError, match="did not finish"):
+        for chunk in stream:
+            received.extend(c.delta.content or "" for c in chunk.choices)
+    assert "".join(received) == "The "  # what came before the failure was delivered
+
+
 def test_openai_sdk_lists_the_routes_as_models(client):
     assert "rag_chain" in [m.id for m in client.models.list()]
 
