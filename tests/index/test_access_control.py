@@ -279,3 +279,39 @@ def test_the_pyfunc_takes_groups_from_the_request(restricted, searcher):
     assert [RETENTION in {s["doc_id"] for s in r["sources"]} for r in rows] == [True, False]
     with pytest.raises(InvalidRequest, match="'groups' must be a list of group names"):
         model.predict(None, {**chat, "groups": "ops"})
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_groups_and_a_change_of_groups_alone_on_the_spark_engine(tmp_path):
+    pytest.importorskip("pysail")
+    from tests.spark_server import spark_connect_server
+
+    corpus = copy_corpus(tmp_path / "corpus", ["guides/retention.md", "guides/collector-setup.md"])
+    sidecar = corpus / (RETENTION + ".acl.json")
+    sidecar.write_text(json.dumps({"allowed_groups": ["ops"]}))
+    (corpus / "hr").mkdir()
+    (corpus / "hr" / "policies.jsonl").write_text(
+        json.dumps({"id": "hr-7", "text": "Salary band L5 pays 91,000 euros.", "allowed_groups": ["hr"]}) + "\n")
+    with spark_connect_server() as url:
+        settings = Settings.from_variables({"root": str(tmp_path / "state"), "source_path": str(corpus),
+                                            "engine": "spark", "spark_remote": url})
+        run_pipeline(settings)  # loaders (sidecars included) run in Spark's Python workers
+        searcher = Searcher.open(settings)
+        assert searcher.manifest.extra["engine"] == "spark"
+        assert RETENTION in docs(searcher.search(RETENTION_QUESTION, k=3, groups=["ops"]))
+        assert RETENTION not in docs(searcher.search(RETENTION_QUESTION, k=3, groups=["eng"]))
+        assert docs(searcher.search("salary band", k=3, mode="keyword", groups=["hr"])) == [HR_POLICY]
+        assert searcher.search("salary band", k=3, mode="keyword", groups=[]) == []
+
+        sidecar.write_text(json.dumps({"allowed_groups": ["eng"]}))
+        lh = open_lakehouse(settings)
+        try:
+            assert run_ingest(lh, settings).metadata_updated == 1
+            sync = run_index_sync(lh, settings)
+        finally:
+            lh.close()
+        assert sync.mode == "access"
+        searcher = Searcher.open(settings)
+        assert RETENTION in docs(searcher.search(RETENTION_QUESTION, k=3, groups=["eng"]))
+        assert RETENTION not in docs(searcher.search(RETENTION_QUESTION, k=3, groups=["ops"]))
