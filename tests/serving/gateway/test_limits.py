@@ -159,6 +159,15 @@ def test_two_workers_hold_one_limit_reload_on_sighup_and_flush_on_sigterm(tmp_pa
             journals = [p.read_text() for p in (root / "gateway" / "journal").glob("*.jsonl")]
             per_worker = [sum(r.headers["x-request-id"] in text for r in responses) for text in journals]
             assert sum(per_worker) == 20 and len([n for n in per_worker if n]) == 2, per_worker
+            # /metrics adds up both workers' samples, whichever of them answers the scrape
+            from prometheus_client.parser import text_string_to_metric_families
+
+            counted = {}
+            for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+                for sample in family.samples:
+                    if sample.name == "ragops_gateway_requests_total":
+                        counted[sample.labels["status"]] = counted.get(sample.labels["status"], 0) + sample.value
+            assert counted == {"200": 4, "429": 16}
 
             # SIGHUP: every worker reloads the file (a new route) without restarting
             write_config(config, upstream.url, extra_route=True)
