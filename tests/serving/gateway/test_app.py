@@ -176,6 +176,7 @@ class FakeUpstream:
     def __init__(self, answer_prefix: str = "upstream says:") -> None:
         outer = self
         self.bodies: list[dict] = []
+        self.headers: list[dict[str, str]] = []
         self.prefix = answer_prefix
 
         class Handler(BaseHTTPRequestHandler):
@@ -196,6 +197,7 @@ class FakeUpstream:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 outer.bodies.append(body)
+                outer.headers.append(dict(self.headers))
                 if self.path.endswith("/invocations"):
                     question = body["dataframe_records"][0]["messages"][-1]["content"]
                     self._send(200, {"predictions": [{"answer": f"{outer.prefix} {question}", "sources": SOURCES,
@@ -599,6 +601,25 @@ def test_an_mlflow_scoring_server_upstream_answers(gw):
     assert r.json()["sources"][0]["chunk_id"] == "d1:0" and r.json()["lineage"] == LINEAGE
     assert gw.upstream.bodies[-1] == {"dataframe_records": [{"messages": [{"role": "user", "content": "what?"}],
                                                              "groups": ["eng"]}]}  # the pyfunc filters by them
+
+
+def test_a_databricks_endpoint_gets_the_workspace_token(gw, monkeypatch):
+    from ragops.serving.gateway.backends import UpstreamBackend
+
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-test-token")
+    backend = UpstreamBackend(Target("endpoint", upstream=f"{gw.upstream.url}/serving-endpoints/rag/invocations",
+                                     kind="databricks"))
+
+    async def ask() -> Answer:
+        try:
+            return await backend.complete(Question("why?", groups=("eng",)))
+        finally:
+            await backend.aclose()
+
+    answer = asyncio.run(ask())
+    assert answer.text == "upstream says: why?" and answer.sources[0]["chunk_id"] == "d1:0"
+    assert gw.upstream.headers[-1]["Authorization"] == "Bearer dapi-test-token"
+    assert gw.upstream.bodies[-1]["dataframe_records"][0]["groups"] == ["eng"]
 
 
 def test_an_unreachable_upstream_falls_back(gw):
