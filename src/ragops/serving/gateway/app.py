@@ -7,7 +7,7 @@ One request to ``POST /v1/chat/completions``, in order (each step's refusal is a
     body     ≤ max_body_bytes (Content-Length, then as read)   413
     request  = parse_chat_request(JSON)                        400 naming the field
     decision = Router.choose(request.model, sticky key)        404 unknown route (model)
-    LimitS   = RateLimiter.admit(key)                          429 + Retry-After
+    verdict  = RateLimiter.admit(key)                          429 + Retry-After
     checks.before(request)                                     ← guardrails slot (no-op today)
     answer   = backend(decision.target) within route.timeout_s 504 past it
                BackendError → decision.fallback answers, else  502

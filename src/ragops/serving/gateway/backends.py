@@ -11,7 +11,9 @@ process. The chain blocks (retrieval, then llama.cpp), so it runs in a thread po
 llama.cpp context behind a lock (:mod:`ragops.llm.llamacpp`), so concurrent requests queue there.
 Both ``complete`` and ``stream`` iterate ``RagChain.stream``: a cancelled call (timeout, client
 gone) stops generation at the next token and frees the LLM for the next request, where a running
-``invoke`` could not be interrupted.
+``invoke`` could not be interrupted. A request's ``max_tokens`` / ``temperature`` do not reach an
+in-process chain: its generation settings are part of the registered version (and of its
+lineage); an OpenAI-compatible upstream gets them.
 
 Upstream (``Target.upstream``), with httpx:
 
