@@ -315,3 +315,16 @@ def test_groups_and_a_change_of_groups_alone_on_the_spark_engine(tmp_path):
         searcher = Searcher.open(settings)
         assert RETENTION in docs(searcher.search(RETENTION_QUESTION, k=3, groups=["eng"]))
         assert RETENTION not in docs(searcher.search(RETENTION_QUESTION, k=3, groups=["ops"]))
+
+
+def test_the_served_signature_keeps_the_callers_groups():
+    """MLflow's scoring server drops request columns the signature does not declare: without
+    ``groups`` in it, a served model would answer a restricted caller from every document."""
+    import pandas as pd
+    from mlflow.models.utils import _enforce_schema
+
+    from ragops.models.log import signature
+
+    request = pd.DataFrame({"messages": [[{"role": "user", "content": "q"}]], "groups": [["eng"]]})
+    kept = _enforce_schema(request, signature().inputs)
+    assert list(kept["groups"].iloc[0]) == ["eng"]

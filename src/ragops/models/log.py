@@ -44,7 +44,9 @@ class LoggedChain:
 
 
 def signature():
-    """Chat requests (``messages``) or a batch of ``question`` strings; both optional columns."""
+    """Chat requests (``messages``) or a batch of ``question`` strings; both optional columns. ``groups``
+    (optional): the caller's document access groups, which the gateway sends to a served model; MLflow's
+    scoring server drops any column the signature does not declare, so it must be here."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, Object, Property, Schema
 
@@ -52,6 +54,7 @@ def signature():
     return ModelSignature(inputs=Schema([
         ColSpec(Array(message), "messages", required=False),
         ColSpec("string", "question", required=False),
+        ColSpec(Array("string"), "groups", required=False),
     ]))
 
 
