@@ -328,3 +328,17 @@ def test_the_served_signature_keeps_the_callers_groups():
     request = pd.DataFrame({"messages": [[{"role": "user", "content": "q"}]], "groups": [["eng"]]})
     kept = _enforce_schema(request, signature().inputs)
     assert list(kept["groups"].iloc[0]) == ["eng"]
+
+
+def test_ragops_search_as_groups_shows_what_a_caller_would_see(restricted, capsys):
+    from ragops.cli.main import main
+
+    def top_docs(*extra: str) -> list[str]:
+        assert main(["search", RETENTION_QUESTION, "--json", "--k", "5", "--var", f"root={restricted.root}",
+                     *extra]) == 0
+        return [r["doc_id"] for r in json.loads(capsys.readouterr().out)["results"]]
+
+    assert top_docs()[0] == RETENTION  # the owner sees everything
+    assert top_docs("--as-groups", "ops")[0] == RETENTION
+    assert RETENTION not in top_docs("--as-groups", "eng,finance")
+    assert RETENTION not in top_docs("--as-groups", "")  # public documents only

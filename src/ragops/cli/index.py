@@ -22,6 +22,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         filters.setdefault(key, []).append(value)
     mode = args.mode or settings.index.default_mode
     k = args.k or settings.index.default_k
+    # --as-groups: search as a caller with these document access groups would (the gateway's filter);
+    # "" = public documents only. Without it: the owner's view, every document.
+    groups = None if args.as_groups is None else tuple(g.strip() for g in args.as_groups.split(",") if g.strip())
     items = _read_queries(Path(args.queries)) if args.queries else []  # bad input fails before loading
     searcher = Searcher.open(settings)
 
@@ -29,12 +32,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         batch = 64
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
-            results = searcher.search_batch([q["text"] for q in chunk], k=k, mode=mode, filters=filters or None)
+            results = searcher.search_batch([q["text"] for q in chunk], k=k, mode=mode, filters=filters or None,
+                                            groups=groups)
             for q, res in zip(chunk, results, strict=True):
                 print(json.dumps({"id": q["id"], "results": [{f: getattr(r, f) for f in _FIELDS} for r in res]}))
         return 0
 
-    results = searcher.search(args.query, k=k, mode=mode, filters=filters or None)
+    results = searcher.search(args.query, k=k, mode=mode, filters=filters or None, groups=groups)
     if args.json:
         print(json.dumps({
             "query": args.query, "mode": mode, "k": k, "snapshot_id": searcher.manifest.snapshot_id,
@@ -96,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["vector", "keyword", "hybrid"], help="default: the search_mode variable")
     p.add_argument("--filter", action="append", metavar="FIELD=GLOB",
                    help="restrict to doc_id/source_uri/title/section matching a glob (repeatable)")
+    p.add_argument("--as-groups", metavar="G1,G2",
+                   help="search as a caller in these access groups would ('' = public documents only; "
+                        "docs/access-control.md)")
     p.add_argument("--queries", help="JSONL file of {\"id\", \"text\"}: one JSON line of results per query")
     p.add_argument("--json", action="store_true")
     add_common(p)
