@@ -775,3 +775,15 @@ def test_the_registered_chain_answers_through_the_gateway(built, tmp_path):
         assert streamed.strip() and chunks[-1]["usage"]["completion_tokens"] > 0
         assert httpx.get(f"{served.url}/ready").status_code == 200
     assert [row.status for row in log.records] == ["ok", "ok"]
+
+
+def test_request_ids_are_unique_and_sort_by_time():
+    import time as _time
+
+    from ragops.serving.gateway.app import new_request_id
+
+    ids = []
+    for _ in range(3):
+        ids.append(new_request_id())
+        _time.sleep(0.002)
+    assert ids == sorted(ids) and len(set(ids)) == 3 and all(len(i) == len("chatcmpl-") + 32 for i in ids)
