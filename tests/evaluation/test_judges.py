@@ -204,10 +204,11 @@ def test_rate_limit_spaces_llm_calls_but_not_cache_hits(tmp_path):
     for i in range(3):
         judge.judge_answer_relevance(f"question {i}?", "answer.")
     assert time.monotonic() - started < 1.0
-    # Slots are 0.1 s apart from the first call: a call that starts late (a busy machine) may be
-    # followed sooner, but call i never runs before slot i.
-    since_first = [t - llm.times[0] for t in llm.times]
-    assert len(since_first) == 3 and all(s >= 0.1 * i - 0.005 for i, s in enumerate(since_first)), since_first
+    # Slots are 0.1 s apart from the first one: call i never runs before start + 0.1 * i. (Gaps
+    # between calls are not asserted: a call delayed after its slot on a busy machine may be
+    # followed sooner, and the limit still holds.)
+    since_start = [t - started for t in llm.times]
+    assert len(since_start) == 3 and all(s >= 0.1 * i for i, s in enumerate(since_start)), since_start
     # the same three again come from the cache: no LLM call, no waiting for a slot
     started = time.monotonic()
     assert all(judge.judge_answer_relevance(f"question {i}?", "answer.").cached for i in range(3))
