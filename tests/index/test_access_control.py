@@ -346,3 +346,49 @@ def test_ragops_search_as_groups_shows_what_a_caller_would_see(restricted, capsy
     assert top_docs("--as-groups", "ops")[0] == RETENTION
     assert RETENTION not in top_docs("--as-groups", "eng,finance")
     assert RETENTION not in top_docs("--as-groups", "")  # public documents only
+
+
+def test_two_gateway_keys_get_different_answers_to_the_same_question(restricted, searcher):
+    """Through the gateway (real HTTP, real chain on the restricted index, real LLM): the finance
+    key's answer comes from the budget note, the eng key never sees it, and the inference log
+    records which groups filtered each answer."""
+    import httpx
+
+    from ragops.serving.gateway.app import create_app
+    from ragops.serving.gateway.auth import hash_key
+    from ragops.serving.gateway.backends import InProcessBackend
+    from ragops.serving.gateway.config import GatewayConfig, KeyConfig, RouteConfig, Target
+    from ragops.tracking import configure_mlflow
+    from tests.serving.gateway.test_app import FakeLog, Served
+
+    configure_mlflow(restricted)
+    ensure_prompts()
+    from ragops.llm import get_chat_model
+
+    cfg = ChainConfig(llm=LLMConfig(max_new_tokens=24))
+    chain = RagChain(searcher, get_chat_model(cfg.llm), resolve_prompt("rag_answer", "production"), cfg)
+
+    class ChainBackend(InProcessBackend):  # the registered-version loader is tested elsewhere
+        def _load_blocking(self):
+            return chain, "1"
+
+    target = Target(name="champion", model="models:/rag_chain@champion")
+    config = GatewayConfig(routes={"rag_chain": RouteConfig(name="rag_chain", targets=(target,))},
+                           keys=(KeyConfig(name="fin", sha256=hash_key("sk-fin-000000000"), groups=("finance",)),
+                                 KeyConfig(name="eng", sha256=hash_key("sk-eng-000000000"), groups=("eng",))),
+                           default_route="rag_chain")
+    log = FakeLog()
+    with Served(create_app(config, restricted, inference_log=log,
+                           backend_factory=lambda t, s: ChainBackend(t, s))) as served:
+        def ask(key: str) -> dict:
+            r = httpx.post(f"{served.url}/v1/chat/completions", timeout=120, headers={"Authorization": f"Bearer {key}"},
+                           json={"model": "rag_chain", "messages": [{"role": "user", "content": BUDGET_QUESTION}]})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        fin, eng = ask("sk-fin-000000000"), ask("sk-eng-000000000")
+    assert [s["doc_id"] for s in fin["sources"]] == [BUDGET]
+    assert eng["sources"] == [] and eng["choices"][0]["message"]["content"] == DONT_KNOW
+    assert fin["choices"][0]["message"]["content"] != eng["choices"][0]["message"]["content"]
+    groups = {r.key_name: r.access_groups for r in log.records}
+    assert groups == {"fin": ["finance"], "eng": ["eng"]}

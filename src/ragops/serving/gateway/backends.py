@@ -249,8 +249,11 @@ class InProcessBackend:
                 raise
             self._accepts_groups = "groups" in inspect.signature(chain.stream).parameters
             if not self._accepts_groups:
-                log.warning("target %s: this chain has no document access control (RagChain.stream takes no "
-                            "groups); every key sees every document", self.target.name)
+                # Fail closed: serving a chain that cannot filter by the caller's groups would show
+                # every key every document, restricted ones included.
+                self.load_error = (f"target {self.target.name!r}: this chain has no document access control "
+                                   "(RagChain.stream takes no groups); log and register it again with this ragops")
+                raise BackendNotReady(self.load_error)
             self.chain, self.model_version, self.load_error = chain, version, None
             log.info("target %s: %s (version %s) loaded in %.1f s", self.target.name, self.target.model,
                      version, time.perf_counter() - started)
