@@ -174,6 +174,13 @@ def to_gguf(model_dir_or_model: Any, out_path: str | os.PathLike, *, base_gguf: 
                 data = permute(data, hp["head_count"], hp["head_count_kv"])
             _add_tensor(writer, name, np.ascontiguousarray(data), dtype)
             written += 1
+    _finish(writer, tmp, out)
+    log.info("wrote %s (%s, %d tensors)", out, dtype, written)
+    return out
+
+
+def _finish(writer, tmp: Path, out: Path) -> None:
+    """Write the file next to ``out`` and rename it into place: a reader never sees half a model."""
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -182,8 +189,6 @@ def to_gguf(model_dir_or_model: Any, out_path: str | os.PathLike, *, base_gguf: 
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("wrote %s (%s, %d tensors)", out, dtype, written)
-    return out
 
 
 def _add_tensor(writer, name: str, data: np.ndarray, dtype: str) -> None:
@@ -248,13 +253,6 @@ def requantize(src: str | os.PathLike, out_path: str | os.PathLike, dtype: str =
         if tensor.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
             data = gguf.quants.dequantize(data, tensor.tensor_type)
         _add_tensor(writer, tensor.name, np.ascontiguousarray(data.astype(np.float32)), dtype)
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _finish(writer, tmp, out)
     log.info("wrote %s (%s, %d tensors, from %s)", out, dtype, len(reader.tensors), src.name)
     return out
