@@ -298,8 +298,6 @@ class UpstreamBackend:
     """An upstream server over HTTP (``Target.upstream``; protocol ``Target.kind``)."""
 
     def __init__(self, target: Target, settings: Settings | None = None, *, connect_timeout_s: float = 5.0) -> None:
-        import httpx
-
         self.target = target
         self.kind = target.kind
         base = str(target.upstream).rstrip("/")
@@ -307,12 +305,27 @@ class UpstreamBackend:
             self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         else:
             self.url = base if base.endswith("/invocations") else base + "/invocations"
-        headers = {"Content-Type": "application/json"}
+        self.headers = {"Content-Type": "application/json"}
         if self.kind == "databricks" and os.environ.get("DATABRICKS_TOKEN"):
-            headers["Authorization"] = f"Bearer {os.environ['DATABRICKS_TOKEN']}"
-        # No read timeout here: the app cancels the call at the route's timeout.
-        self.client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(None, connect=connect_timeout_s),
-                                        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+            self.headers["Authorization"] = f"Bearer {os.environ['DATABRICKS_TOKEN']}"
+        self.connect_timeout_s = connect_timeout_s
+        self._session: Any = None
+
+    def session(self):
+        """One aiohttp session per backend, made inside the running event loop on first use.
+
+        Why aiohttp, not httpx: the gateway's own cost is its budget (p50 ≤ 2 ms), and with httpx
+        the upstream call was most of it: 1.6–3.4 CPU ms per request against 0.8–0.9 ms with
+        aiohttp, and 301 against 1,380 requests/s at 16 connections, in the same gateway app
+        (BENCHMARKS.md section 10, ``benchmarks/probe_gateway_client.py``)."""
+        if self._session is None or self._session.closed:
+            import aiohttp
+
+            # No read timeout here: the app cancels the call at the route's timeout.
+            self._session = aiohttp.ClientSession(
+                headers=self.headers, connector=aiohttp.TCPConnector(limit=256),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s))
+        return self._session
 
     @property
     def ready(self) -> bool:
@@ -341,10 +354,10 @@ class UpstreamBackend:
         return body
 
     def _failure(self, exc: Exception) -> BackendError:
-        import httpx
+        import aiohttp
 
         where = f"target {self.target.name!r} ({self.url})"
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
             return BackendTimeout(f"{where} timed out: {type(exc).__name__}")
         return BackendError(f"{where} failed: {type(exc).__name__}: {exc}")
 
@@ -367,14 +380,15 @@ class UpstreamBackend:
     async def complete(self, question: Question) -> Answer:
         started = time.perf_counter()
         try:
-            response = await self.client.post(self.url, content=json.dumps(self._body(question, False)))
+            async with self.session().post(self.url, data=json.dumps(self._body(question, False))) as response:
+                status, raw = response.status, await response.read()
         except Exception as exc:
             raise self._failure(exc) from exc
-        if response.status_code >= 400:
-            raise BackendError(f"target {self.target.name!r} answered HTTP {response.status_code}: "
-                               f"{response.text[:300]}")
+        if status >= 400:
+            raise BackendError(f"target {self.target.name!r} answered HTTP {status}: "
+                               f"{raw[:300].decode('utf-8', 'replace')}")
         try:
-            answer = self._answer(response.json())
+            answer = self._answer(json.loads(raw))
         except ValueError as exc:
             raise BackendError(f"target {self.target.name!r}: the response is not JSON") from exc
         if answer.ttft_ms is None:
@@ -393,11 +407,12 @@ class UpstreamBackend:
         extra: dict[str, Any] = {}
         usage: dict[str, int] | None = None
         try:
-            async with self.client.stream("POST", self.url, content=json.dumps(self._body(question, True))) as resp:
-                if resp.status_code >= 400:
-                    body = (await resp.aread()).decode("utf-8", "replace")
-                    raise BackendError(f"target {self.target.name!r} answered HTTP {resp.status_code}: {body[:300]}")
-                async for line in resp.aiter_lines():
+            async with self.session().post(self.url, data=json.dumps(self._body(question, True))) as resp:
+                if resp.status >= 400:
+                    body = (await resp.read()).decode("utf-8", "replace")
+                    raise BackendError(f"target {self.target.name!r} answered HTTP {resp.status}: {body[:300]}")
+                async for raw_line in resp.content:  # server-sent events, one line at a time
+                    line = raw_line.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()
@@ -427,7 +442,8 @@ class UpstreamBackend:
                      ttft_ms=ttft_ms)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
 
 
 def make_backend(target: Target, settings: Settings) -> Backend:
