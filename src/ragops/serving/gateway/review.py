@@ -1,12 +1,207 @@
 """The review web app served by the gateway (issue 12): chat with a route, see the cited sources,
 give feedback; a reviewer view of recent answers. Mounted on the gateway app by
-:func:`add_review_routes` (called at the end of :func:`ragops.serving.gateway.app.create_app`)."""
+:func:`add_review_routes` (called at the end of :func:`ragops.serving.gateway.app.create_app`).
+
+Routes::
+
+    GET /                          the page (HTML shell: no data in it)
+    GET /review/static/<asset>     its script and style sheet, from this package (no CDN)
+    GET /v1/review/recent?limit=N  recent answers joined with their feedback (Bearer key, like /v1/*)
+
+The page holds no data of its own: it asks for an API key once (kept in the tab's
+``sessionStorage``) and calls the JSON API with ``Authorization: Bearer`` — ``/v1/models``,
+``/v1/chat/completions`` (streamed), ``/v1/feedback`` and ``/v1/review/recent`` — so every answer,
+row and rating is behind the same keys as the rest of the gateway.
+
+``/v1/review/recent`` reads the ``inference_log`` and ``feedback`` Delta tables and, on top, the
+rows still waiting in this machine's inference journals (the un-flushed tail the log has not yet
+written to Delta: the same files :meth:`InferenceLog.seen` searches), so an answer given a second
+ago is already listed. Shadow answers are left out (nobody saw them).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from importlib import resources
+from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("ragops.serving.gateway.review")
+
+#: Most rows one ``/v1/review/recent`` call returns; the default when ``limit`` is absent.
+MAX_LIMIT, DEFAULT_LIMIT = 500, 50
+#: The static assets served (a fixed list: no path from the client ever reaches the filesystem).
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+COLUMNS = ("request_id", "timestamp", "key_name", "route", "target", "question", "answer", "sources", "status",
+           "http_status", "error", "latency_ms", "guardrails", "shadow", "model_version")
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("ragops.serving.gateway").joinpath("review_static", name).read_bytes()
+
+
+def _json_list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return []
+        return parsed if isinstance(parsed, list) else []
+    return []
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        try:
+            return value.isoformat()
+        except (ValueError, TypeError):  # NaT
+            return None
+    return str(value)
+
+
+def _clean(value: Any) -> Any:
+    """A pandas/numpy cell as plain JSON (NaN/NaT → None)."""
+    if value is None:
+        return None
+    try:
+        import pandas as pd
+
+        if not isinstance(value, (list, dict, str)) and pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def journal_rows(inference_log: Any) -> list[dict[str, Any]]:
+    """Rows recorded on this machine that are not in Delta yet: every journal's lines past its
+    checkpoint. Empty when the log keeps no journal (a test fake) or the folder is gone."""
+    journal_dir = getattr(inference_log, "journal_dir", None)
+    if journal_dir is None:
+        return []
+    from ragops.serving.gateway.journal import _Journal
+
+    rows = []
+    for path in sorted(Path(journal_dir).glob("*.jsonl")):
+        try:
+            with open(path, "rb") as f:
+                f.seek(_Journal.read_checkpoint(path))
+                data = f.read()
+        except (FileNotFoundError, OSError):  # flushed and removed meanwhile: then it is in Delta
+            continue
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line being written right now
+                continue
+            if isinstance(row, dict) and row.get("request_id"):
+                rows.append(row)
+    return rows
+
+
+def recent(gateway: Any, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """The ``limit`` most recent non-shadow answers, newest first, each with its feedback."""
+    from ragops.lakehouse import open_lakehouse
+
+    lh = getattr(gateway.log, "lakehouse", None)
+    if lh is None or not hasattr(lh, "read"):
+        lh = open_lakehouse(gateway.settings)
+    by_id: dict[str, dict[str, Any]] = {}
+    if lh.exists("inference_log"):
+        frame = lh.read("inference_log", list(COLUMNS))
+        frame = frame[~frame["shadow"].fillna(False).astype(bool)]
+        frame = frame.sort_values("timestamp", ascending=False).head(limit)
+        for rec in frame.to_dict("records"):
+            by_id[rec["request_id"]] = {k: _clean(v) for k, v in rec.items()}
+    pending = 0
+    for row in journal_rows(gateway.log):  # newer than Delta: they win
+        if row.get("shadow"):
+            continue
+        by_id[row["request_id"]] = {k: row.get(k) for k in COLUMNS}
+        pending += 1
+    rows = sorted(by_id.values(), key=lambda r: _iso(r.get("timestamp")) or "", reverse=True)[:limit]
+    feedback: dict[str, list[dict[str, Any]]] = {}
+    if rows and lh.exists("feedback"):
+        fb = lh.read("feedback", where={"request_id": [r["request_id"] for r in rows]})
+        for rec in fb.sort_values("created_at", ascending=False).to_dict("records"):
+            rating = _clean(rec.get("rating"))
+            feedback.setdefault(rec["request_id"], []).append({
+                "key_name": _clean(rec.get("key_name")),
+                "rating": "up" if rating == 1 else "down" if rating == -1 else rating,
+                "comment": _clean(rec.get("comment")),
+                "corrected_answer": _clean(rec.get("corrected_answer")),
+                "created_at": _iso(_clean(rec.get("created_at"))),
+            })
+    data = []
+    for r in rows:
+        data.append({
+            "request_id": r["request_id"], "timestamp": _iso(r.get("timestamp")), "key_name": r.get("key_name"),
+            "route": r.get("route"), "target": r.get("target"), "question": r.get("question"),
+            "answer": r.get("answer"), "sources": _json_list(r.get("sources")), "status": r.get("status"),
+            "http_status": _clean(r.get("http_status")), "error": r.get("error"),
+            "latency_ms": _clean(r.get("latency_ms")), "model_version": r.get("model_version"),
+            "guardrails": _json_list(r.get("guardrails")), "feedback": feedback.get(r["request_id"], []),
+        })
+    return {"object": "list", "data": data, "pending_in_journal": pending}
 
 
 def add_review_routes(app: Any, gateway: Any) -> None:
     """Add the review app's routes to the gateway ``app`` (``gateway`` is its ``Gateway`` state)."""
-    return None
+    from fastapi import Request
+    from fastapi.responses import Response
+    from starlette.concurrency import run_in_threadpool
+
+    from ragops.serving.gateway.app import GatewayError, InvalidBody, Unauthorized, error_response
+    from ragops.serving.gateway.auth import AuthError
+
+    index = _asset("index.html")
+    assets = {name: _asset(name) for name in ASSETS}
+    page_headers = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+    @app.get("/")
+    async def review_page() -> Response:
+        return Response(index, media_type="text/html; charset=utf-8", headers=page_headers)
+
+    @app.get("/review/static/{name}")
+    async def review_asset(name: str) -> Response:
+        if name not in assets:
+            error = GatewayError(f"no asset {name!r}", code="not_found")
+            error.status, error.type = 404, "invalid_request_error"
+            return error_response(error, "")
+        return Response(assets[name], media_type=ASSETS[name],
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+    @app.get("/v1/review/recent")
+    async def review_recent(request: Request) -> Response:
+        try:
+            try:
+                gateway.keyring.authenticate(request.headers.get("authorization"))
+            except AuthError as exc:
+                raise Unauthorized(str(exc), code=exc.code) from None
+            raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
+            try:
+                limit = int(raw)
+            except ValueError:
+                raise InvalidBody(f"'limit' must be an integer between 1 and {MAX_LIMIT}", param="limit") from None
+            if not 1 <= limit <= MAX_LIMIT:
+                raise InvalidBody(f"'limit' must be between 1 and {MAX_LIMIT}; got {limit}", param="limit")
+            body = await run_in_threadpool(recent, gateway, limit)
+        except GatewayError as exc:
+            return error_response(exc, "")
+        return Response(json.dumps(body, ensure_ascii=False, default=str).encode("utf-8"),
+                        media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+__all__ = ["add_review_routes", "journal_rows", "recent"]
