@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragops.guardrails.injection import LinearModel, N_FEATURES, _clip, features, normalize
+from ragops.guardrails.injection import N_FEATURES, LinearModel, _clip, features, normalize
 
 DEFAULT_DATASET = Path("/work/shared/datasets/guardrails/injection_dev.jsonl")
 #: Benign sources the model may be tuned on; the others are only ever tested on.
