@@ -27,6 +27,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import Response
+
 log = logging.getLogger("ragops.serving.gateway.review")
 
 #: Most rows one ``/v1/review/recent`` call returns; the default when ``limit`` is absent.
@@ -158,8 +161,6 @@ def recent(gateway: Any, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
 
 def add_review_routes(app: Any, gateway: Any) -> None:
     """Add the review app's routes to the gateway ``app`` (``gateway`` is its ``Gateway`` state)."""
-    from fastapi import Request
-    from fastapi.responses import Response
     from starlette.concurrency import run_in_threadpool
 
     from ragops.serving.gateway.app import GatewayError, InvalidBody, Unauthorized, error_response
