@@ -11,8 +11,8 @@ auth, ``limit`` validation, rows from the journal before the flush and from Delt
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,15 @@ import pytest
 from ragops.config import Settings
 from ragops.serving.gateway.app import create_app
 from ragops.serving.gateway.config import GatewayConfig, RouteConfig
-from tests.serving.gateway.test_app import KEYS, SOURCES, FakeBackend, Served, fake_factory, fake_target, key_config
+from tests.serving.gateway.test_app import (
+    KEYS,
+    SOURCES,
+    FakeBackend,
+    Served,
+    fake_factory,
+    fake_target,
+    key_config,
+)
 
 
 class LoggedChecks:
@@ -130,12 +138,19 @@ def _browser():
 
 
 def _shot(driver, tmp_path: Path, name: str) -> None:
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(700, min(int(height) + 40, 3000)))
-    driver.save_screenshot(str(tmp_path / f"review-{name}.png"))
-    with __import__("contextlib").suppress(OSError):
-        driver.save_screenshot(f"/tmp/review-{name}.png")
-    driver.set_window_size(1280, 1000)
+    """A full-page screenshot (the viewport stretched to the page's height, scrolled to the top)."""
+    driver.execute_script("window.scrollTo(0, 0)")
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 1280, "height": max(700, min(height, 4000)), "deviceScaleFactor": 1,
+                            "mobile": False})
+    try:
+        png = driver.get_screenshot_as_png()
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    (tmp_path / f"review-{name}.png").write_bytes(png)
+    with contextlib.suppress(OSError):
+        Path(f"/tmp/review-{name}.png").write_bytes(png)
 
 
 @pytest.mark.timeout(180)
@@ -208,11 +223,10 @@ def test_chat_sources_feedback_and_reviewer_in_a_real_browser(tmp_path):
             driver.find_element(By.ID, "stream").click()  # non-streamed this time
             loader.fail = True
             driver.find_element(By.ID, "ask").click()
-            assert "failed to answer" in visible("chat-error").text
+            assert visible("chat-error").text == "The model (loader) failed to answer: loader is down"
             _shot(driver, tmp_path, "error")
             loader.loaded.set()
     finally:
         driver.quit()
     for name in ("key", "chat", "reviewer", "error"):
         assert (tmp_path / f"review-{name}.png").stat().st_size > 10_000
-    time.sleep(0)  # (the log was flushed by the gateway's shutdown above)

@@ -42,12 +42,14 @@ async function api(path, options = {}) {
   return response;
 }
 
+function capitalize(text) { return text ? text[0].toUpperCase() + text.slice(1) : text; }
+function ratingLabel(rating) { return rating === "up" ? "Thumbs up" : rating === "down" ? "Thumbs down" : String(rating); }
+
 /* What a failed call means to a person. */
 function explain(e) {
   if (e.status === 401) return "That key was not accepted.";
   if (e.status === 503) return `The model is not ready yet (still loading). ${e.message}`;
-  if (e.status === 502) return `The model failed to answer: ${e.message}`;
-  if (e.status === 504) return `The model did not answer in time: ${e.message}`;
+  if (e.status === 502 || e.status === 504) return capitalize(e.message);
   if (e.status === 429) return `Rate limit reached: ${e.message}`;
   if (e.type === "guardrail" || e.code === "content_refused") return `Refused by a guardrail${e.code && e.code !== "content_refused" ? ` (${e.code})` : ""}: ${e.message}`;
   if (e.status === 0) return e.message;
@@ -216,7 +218,7 @@ async function sendFeedback(event) {
     if (comment) body.comment = comment;
     if (corrected) body.corrected_answer = corrected;
     await api("/v1/feedback", { method: "POST", body: JSON.stringify(body) });
-    status.textContent = `Thanks: your ${state.rating === "up" ? "👍" : "👎"} is saved.`;
+    status.textContent = `Thanks: your ${ratingLabel(state.rating).toLowerCase()} is saved.`;
     status.className = "ok";
   } catch (e) {
     status.textContent = explain(e); status.className = "error";
@@ -245,7 +247,8 @@ function guardrailItem(g) {
 
 function feedbackItem(f) {
   const li = el("li");
-  li.append(el("span", `${f.rating === "up" ? "👍" : f.rating === "down" ? "👎" : f.rating} ${f.key_name || ""}`, "rating"));
+  li.append(el("span", ratingLabel(f.rating), `badge ${f.rating === "up" ? "up" : "down"}`),
+    el("span", ` by ${f.key_name || "?"}`, "meta"));
   if (f.comment) li.append(el("div", `“${f.comment}”`, "comment"));
   if (f.corrected_answer) li.append(el("div", `Corrected: ${f.corrected_answer}`, "corrected"));
   return li;
