@@ -230,3 +230,42 @@ def test_chat_sources_feedback_and_reviewer_in_a_real_browser(tmp_path):
         driver.quit()
     for name in ("key", "chat", "reviewer", "error"):
         assert (tmp_path / f"review-{name}.png").stat().st_size > 10_000
+
+
+# --- Databricks ---------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_the_databricks_app_resource_is_a_valid_bundle_app():
+    from databricks.bundles.apps import App
+
+    from ragops.bundle import load_bundle
+
+    bundle = load_bundle(REPO, "dev", {})
+    spec = bundle.resources["apps"]["review_app"]
+    app = App.from_dict(spec)  # databricks-bundles' own model: unknown fields, types, enums
+    assert app.source_code_path == "../bundles/review_app"
+    source = REPO / "resources" / app.source_code_path
+    assert (source / "app.yaml").is_file() and (source / "app.py").is_file()
+    import yaml
+
+    manifest = yaml.safe_load((source / "app.yaml").read_text())
+    declared = {r.name for r in app.resources}
+    assert {e["valueFrom"] for e in manifest["env"] if "valueFrom" in e} <= declared
+
+
+def test_the_app_entry_point_writes_a_gateway_config_the_gateway_accepts(tmp_path):
+    import importlib.util
+
+    from ragops.serving.gateway.config import load_gateway_config
+
+    spec = importlib.util.spec_from_file_location("review_app_main", REPO / "bundles" / "review_app" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / "gateway.yml"
+    path.write_text(module.gateway_yaml("adb-123.azuredatabricks.net", "ragops-rag-chain"))
+    config = load_gateway_config(str(path), Settings.from_variables({"root": str(tmp_path / "state")}))
+    (target,) = config.routes["rag_chain"].targets
+    assert target.kind == "databricks"
+    assert target.upstream == "https://adb-123.azuredatabricks.net/serving-endpoints/ragops-rag-chain/invocations"
