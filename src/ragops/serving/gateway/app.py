@@ -8,10 +8,11 @@ One request to ``POST /v1/chat/completions``, in order (each step's refusal is a
     request  = parse_chat_request(JSON)                        400 naming the field
     decision = Router.choose(request.model, sticky key)        404 unknown route (model)
     verdict  = RateLimiter.admit(key)                          429 + Retry-After
-    checks.before(request)                                     ← guardrails slot (no-op today)
+    checks.before(request)                                     ← guardrails (ragops.guardrails.policy) 400
     answer   = backend(decision.target) within route.timeout_s 504 past it
                BackendError → decision.fallback answers, else  502
-    checks.after(request, answer)                              ← guardrails slot (no-op today)
+    checks.after(request, answer)                              ← guardrails (a streamed answer is buffered
+                                                                 when the route has output checks)
     RateLimiter.charge_tokens(key, prompt + completion)
     shadow   = decision.shadow answers in a background task, logged shadow=True, never returned
     InferenceLog.record(row)
@@ -175,6 +176,9 @@ class ChatRequest:
     session_id: str | None = None
     #: What per-route checks found (guardrail outcomes); logged with the request.
     guardrails: list[dict[str, Any]] = field(default_factory=list)
+    #: text → its PII-redacted form, filled by the checks (what the inference log stores), so a
+    #: question is scanned once for both the check and the log row.
+    redacted: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -326,6 +330,9 @@ class Metrics:
                               ["route", "target", "kind"], registry=r)
         self.shadow = Counter("ragops_gateway_shadow_requests", "Shadow answers by route, target and outcome",
                               ["route", "target", "outcome"], registry=r)
+        self.guardrail_blocks = Counter("ragops_gateway_guardrail_blocks",
+                                        "Requests blocked or answers refused by a guardrail, by route and check",
+                                        ["route", "check"], registry=r)
         self.log_depth = Gauge("ragops_gateway_inference_log_queue_depth",
                                "Inference-log rows recorded but not yet in Delta", registry=r,
                                multiprocess_mode="livesum")
@@ -367,6 +374,8 @@ class Gateway:
         self.feedback = feedback
         self.backend_factory = backend_factory
         self.checks = checks
+        #: rebuilds ``checks`` from a reloaded config (set when the checks come from the routes' policies)
+        self.checks_factory: Callable[[GatewayConfig], Any] | None = None
         #: the file SIGHUP reloads (None: the defaults and RAGOPS_API_KEYS, re-read too)
         self.config_path = config_path
         self.backends: dict[tuple[Any, ...], Backend] = {}
@@ -440,6 +449,8 @@ class Gateway:
         """Swap in a new config (SIGHUP): routes, keys, /v1/models; new targets load in the background."""
         self.router.reload(config)
         self.keyring = KeyRing(config.keys)
+        if self.checks_factory is not None:  # the routes' guardrail policies may have changed
+            self.checks = self.checks_factory(config)
         self.config = config
         self.model_list = _dumps(self._models_body(config))
         new = self.ensure_backends(config)
@@ -466,12 +477,16 @@ class Gateway:
                shadow: bool = False) -> None:
         latency_ms = (time.perf_counter() - started) * 1000
         usage = answer.usage if answer else {}
+        question = request.question if request else ""
+        answer_text = text if text is not None else (answer.text if answer else "")
+        redact = getattr(self.checks_for(route), "redact_for_log", None) if request is not None else None
+        if redact is not None:  # PII never reaches the log (the journal, then Delta)
+            question, answer_text = redact(request, question), redact(request, answer_text)
         rec = self.record_type(
             request_id=request_id, timestamp=datetime.now(timezone.utc), key_name=key.name if key else "",
             route=route, target=target, model_uri=answer.model_uri if answer else None,
             model_version=answer.model_version if answer else None,
-            lineage=answer.lineage if answer else {}, question=request.question if request else "",
-            answer=text if text is not None else (answer.text if answer else ""),
+            lineage=answer.lineage if answer else {}, question=question, answer=answer_text,
             sources=answer.sources if answer else [], chunk_ids=answer.chunk_ids if answer else [],
             status=status, http_status=http_status, error=error, latency_ms=latency_ms,
             ttft_ms=ttft_ms if ttft_ms is not None else (answer.ttft_ms if answer else None),
@@ -486,6 +501,9 @@ class Gateway:
             return
         label_route = route if route in self.config.routes else "-"
         self.metrics.requests.labels(label_route, target or "-", str(http_status)).inc()
+        for outcome in rec.guardrails:
+            if outcome.get("action") in ("blocked", "refused"):
+                self.metrics.guardrail_blocks.labels(label_route, str(outcome.get("check"))).inc()
         if answer is not None:
             self.metrics.latency.labels(label_route, target).observe(latency_ms / 1000)
             first = rec.ttft_ms
@@ -596,9 +614,16 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
         from ragops.serving.gateway.routing import Router
 
         router = Router(gateway_config)
+    checks_factory = None
+    if checks is None:  # the guardrails of each route's policy (config `guardrails:`, else the default)
+        from ragops.guardrails.policy import RouteGuardrails
+
+        checks_factory = RouteGuardrails
+        checks = checks_factory(gateway_config)
     gw = Gateway(gateway_config, settings, log_=inference_log, feedback=feedback, router=router,
                  limiter=limiter or RateLimiter(settings.root / "gateway" / "limits"),
                  backend_factory=backend_factory, checks=checks, config_path=config_path)
+    gw.checks_factory = checks_factory
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -676,7 +701,8 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
                             route=route.name, messages=chat.messages, max_tokens=chat.max_tokens,
                             temperature=chat.temperature, user=chat.user)
         deadline = time.monotonic() + route.timeout_s
-        if chat.stream:
+        # A route whose checks may change or refuse the answer gets it whole, then streamed from the buffer.
+        if chat.stream and not getattr(checks, "buffers_output", False):
             return await _stream(gw, request_id, started, key, route, decision, chat, question, checks, deadline)
 
         target, status = decision.target, "ok"
@@ -710,6 +736,13 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
             return error_response(exc, request_id)
 
         gw.limiter.charge_tokens(key, answer.usage.get("total_tokens", 0))
+        if chat.stream:  # buffered for the output checks
+            gw.record(request_id, started, key=key, route=route.name, target=target.name, request=chat,
+                      status=status, http_status=200, answer=answer)
+            if decision.shadow is not None:
+                gw.start_shadow(request_id, key, route, decision.shadow, chat, question)
+            return StreamingResponse(_buffered_events(request_id, route.name, answer), media_type="text/event-stream",
+                                     headers={"X-Request-Id": request_id, "Cache-Control": "no-cache"})
         body = _dumps(_completion(request_id, route.name, int(time.time()), answer, answer.text))
         gw.record(request_id, started, key=key, route=route.name, target=target.name, request=chat,
                   status=status, http_status=200, answer=answer)
@@ -873,6 +906,20 @@ async def _stream(gw: Gateway, request_id: str, started: float, key: KeyConfig, 
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"X-Request-Id": request_id, "Cache-Control": "no-cache"})
+
+
+async def _buffered_events(request_id: str, route: str, answer: Answer) -> AsyncIterator[bytes]:
+    """A checked answer as the same server-sent events a live stream sends (one content chunk)."""
+    created = int(time.time())
+    yield _chunk(request_id, route, created, {"role": "assistant", "content": ""})
+    if answer.text:
+        yield _chunk(request_id, route, created, {"content": answer.text})
+    yield _chunk(request_id, route, created, {}, finish="stop")
+    final = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": route,
+             "choices": [], "usage": answer.usage, "sources": answer.sources,
+             "model_version": answer.model_version, "lineage": answer.lineage}
+    yield b"data: " + _dumps(final) + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 def app_from_environment() -> FastAPI:

@@ -23,6 +23,11 @@ install_reload_on_sighup`). A full example::
           - {name: challenger, model: "models:/rag_chain@challenger", weight: 10}
         shadow: {name: candidate, model: "models:/rag_chain/7"}   # answers too, never returned
         fallback: champion             # answers when the chosen target fails
+        guardrails:                    # absent: the default policy (ragops.guardrails.policy)
+          injection: {threshold: 0.5}  # block prompt injection / jailbreaks (false: off)
+          pii: {redact_before_model: false, redact_answer: false}   # always redacted in the log
+          topics: [bitcoin]            # block questions naming these words
+          grounded: {min_score: 0.5}   # refuse answers the context does not support
       - name: remote
         targets: [{name: upstream, upstream: "http://127.0.0.1:5050/invocations", kind: mlflow}]
 
@@ -73,7 +78,7 @@ MODEL_URI = re.compile(r"models:/(?P<name>[A-Za-z0-9_.\-]+)(?:@(?P<alias>[A-Za-z
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 _TOP_FIELDS = {"max_body_bytes", "keys", "routes"}
-_ROUTE_FIELDS = {"name", "targets", "sticky", "shadow", "fallback", "timeout_s"}
+_ROUTE_FIELDS = {"name", "targets", "sticky", "shadow", "fallback", "timeout_s", "guardrails"}
 _TARGET_FIELDS = {"name", "model", "upstream", "kind", "weight"}
 _KEY_FIELDS = {"name", "key", "sha256", "groups", "requests_per_minute", "tokens_per_minute",
                "databricks_principal", "databricks_principal_type"}
@@ -110,6 +115,8 @@ class RouteConfig:
     shadow: Target | None = None   # answers too; logged with shadow=True; never returned
     fallback: str | None = None    # name of the target that answers when the chosen one fails
     timeout_s: float = 120.0       # a model call past this → 504
+    # ragops.guardrails.policy.GuardrailPolicy from the route's `guardrails:` block; None: the default policy
+    guardrails: Any = None
 
     def target(self, name: str) -> Target | None:
         """The target called ``name`` (the shadow included), or None."""
@@ -301,10 +308,16 @@ class _Parser:
                 self.bad(f"{at}.fallback", f"must name one of the route's targets ({', '.join(target_names)}), "
                          f"got {fallback!r}")
         timeout = self.number(item.get("timeout_s", 120.0), f"{at}.timeout_s")
+        guardrails = None
+        if "guardrails" in item:  # imported only then: a config without guardrails needs none of it
+            from ragops.guardrails.policy import parse_policy
+
+            guardrails, problems = parse_policy(item["guardrails"], f"{at}.guardrails")
+            self.problems.extend(problems)
         if len(self.problems) > before or name is None:
             return None
         return RouteConfig(name=name, targets=tuple(targets), sticky=sticky or "none", shadow=shadow,
-                           fallback=fallback, timeout_s=float(timeout or 120.0))
+                           fallback=fallback, timeout_s=float(timeout or 120.0), guardrails=guardrails)
 
     def target(self, raw: Any, at: str, *, shadow: bool = False) -> Target | None:
         before = len(self.problems)
