@@ -183,6 +183,11 @@ def test_chat_sources_feedback_and_reviewer_in_a_real_browser(tmp_path):
             visible("chat-view")
             assert driver.execute_script("return sessionStorage.getItem('ragops-api-key')") == KEYS["alice"]
             assert "not ready" in visible("banner").text  # the loader target is still loading
+            # the reviewer view before any answer: its empty state
+            driver.find_element(By.ID, "tab-review").click()
+            assert "No answers yet" in visible("review-empty").text
+            _shot(driver, tmp_path, "reviewer-empty")
+            driver.find_element(By.ID, "tab-chat").click()
             route = Select(driver.find_element(By.ID, "route"))
             assert [o.text for o in route.options] == ["rag_chain", "slow_loader"]
             route.select_by_visible_text("rag_chain")
@@ -228,7 +233,7 @@ def test_chat_sources_feedback_and_reviewer_in_a_real_browser(tmp_path):
             loader.loaded.set()
     finally:
         driver.quit()
-    for name in ("key", "chat", "reviewer", "error"):
+    for name in ("key", "reviewer-empty", "chat", "reviewer", "error"):
         assert (tmp_path / f"review-{name}.png").stat().st_size > 10_000
 
 

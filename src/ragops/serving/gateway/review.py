@@ -122,9 +122,12 @@ def recent(gateway: Any, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
         lh = open_lakehouse(gateway.settings)
     by_id: dict[str, dict[str, Any]] = {}
     if lh.exists("inference_log"):
-        frame = lh.read("inference_log", list(COLUMNS))
-        frame = frame[~frame["shadow"].fillna(False).astype(bool)]
-        frame = frame.sort_values("timestamp", ascending=False).head(limit)
+        # two reads: the newest ids from three narrow columns, then only those rows in full
+        index = lh.read("inference_log", ["request_id", "timestamp", "shadow"])
+        index = index[~index["shadow"].fillna(False).astype(bool)]
+        newest = index.sort_values("timestamp", ascending=False).head(limit)["request_id"].tolist()
+        frame = lh.read("inference_log", list(COLUMNS), where={"request_id": newest}) if newest else index.iloc[:0]
+        frame = frame[~frame["shadow"].fillna(False).astype(bool)] if len(frame) else frame
         for rec in frame.to_dict("records"):
             by_id[rec["request_id"]] = {k: _clean(v) for k, v in rec.items()}
     pending = 0
