@@ -36,11 +36,12 @@ class LoggedChecks:
     """Route checks that pass and record their outcomes (what the guardrails put in the log)."""
 
     def before(self, request) -> None:
-        request.guardrails.append({"check": "prompt_injection", "stage": "input", "passed": True})
-        request.guardrails.append({"check": "pii", "stage": "input", "passed": True})
+        request.guardrails.append({"check": "injection", "stage": "input", "action": "pass", "score": 0.01})
+        request.guardrails.append({"check": "pii", "stage": "input", "action": "redacted",
+                                   "entities": ["EMAIL_ADDRESS"], "before_model": False})
 
     def after(self, request, answer):
-        request.guardrails.append({"check": "grounded", "stage": "output", "passed": True})
+        request.guardrails.append({"check": "grounded", "stage": "output", "action": "pass", "score": 0.93})
         return answer
 
 
@@ -113,7 +114,7 @@ def test_recent_lists_journal_rows_at_once_and_delta_rows_after_the_flush_with_f
     assert first["question"] == "first question" and first["key_name"] == "alice" and first["route"] == "rag_chain"
     assert first["status"] == "ok" and first["answer"] == "The collector listens on port 4317."
     assert [s["doc_id"] for s in first["sources"]] == [SOURCES[0]["doc_id"]]
-    assert {g["check"] for g in first["guardrails"]} == {"prompt_injection", "pii", "grounded"}
+    assert {g["check"] for g in first["guardrails"]} == {"injection", "pii", "grounded"}
     assert first["feedback"] == [{"key_name": "alice", "rating": "down", "comment": "too vague",
                                   "corrected_answer": "Port 4317 (gRPC).", "created_at": first["feedback"][0]["created_at"]}]
     assert rows[ids[1]]["feedback"] == []
@@ -218,7 +219,8 @@ def test_chat_sources_feedback_and_reviewer_in_a_real_browser(tmp_path):
             wait.until(lambda d: request_id in table.text)
             text = table.text
             assert "Which port does the collector listen on?" in text and "The collector listens on port 4317." in text
-            assert "guides/retention.md" in text and "prompt_injection" in text and "grounded" in text
+            assert "guides/retention.md" in text and "injection · input · pass" in text
+            assert "pii · input · redacted: EMAIL_ADDRESS" in text and "grounded · output · pass" in text
             assert "Right port, cites the guide." in text and "alice" in text
             _shot(driver, tmp_path, "reviewer")
 

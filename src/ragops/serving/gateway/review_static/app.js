@@ -238,10 +238,17 @@ function listCell(items, render) {
   return td;
 }
 
+/* A guardrail outcome: {check, stage, action: pass|blocked|redacted|refused|skipped, score?, entities?}
+   (older rows or other checks may carry passed/blocked booleans instead). */
 function guardrailItem(g) {
-  const passed = g.passed !== undefined ? g.passed : !g.blocked;
-  const name = g.check || g.name || "check";
-  const li = el("li", `${passed ? "✓" : "✗"} ${name}${g.stage ? ` (${g.stage})` : ""}`, passed ? "pass" : "fail");
+  const action = g.action || (g.passed === false || g.blocked ? "blocked" : "pass");
+  const mark = { pass: "✓", blocked: "✗", refused: "✗", redacted: "•", skipped: "–" }[action] || "•";
+  const cls = { pass: "pass", blocked: "fail", refused: "fail", redacted: "warn" }[action] || "meta";
+  let detail = "";
+  if (Array.isArray(g.entities) && g.entities.length) detail = `: ${g.entities.join(", ")}`;
+  else if (typeof g.score === "number" && action !== "pass") detail = ` (score ${g.score.toFixed(2)})`;
+  const li = el("li", `${mark} ${g.check || g.name || "check"}${g.stage ? ` · ${g.stage}` : ""} · ${action}${detail}`, cls);
+  if (g.reason) li.title = g.reason;
   return li;
 }
 
