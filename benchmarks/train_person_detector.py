@@ -17,8 +17,8 @@ position, gazetteer membership of the word and its neighbours). The gazetteer fe
 *cross-fitted*: on TRAIN, each fold's tokens see a gazetteer built from the other folds only, so the
 model learns how much to trust "this word was seen as a name elsewhere" for names it has not
 memorised; at run time the gazetteer is every TRAIN name token. The decision threshold is the one
-that maximises span F2 (recall counts double) in a grouped 5-fold cross-validation on TRAIN; TEST is
-not looked at.
+with the best span F1 among those keeping recall >= 0.85 in a grouped 5-fold cross-validation on
+TRAIN; TEST is not looked at.
 
     .venv/bin/python benchmarks/train_person_detector.py            # writes person_model.json
 """
@@ -48,8 +48,14 @@ from ragops.guardrails.pii import (  # noqa: E402
 )
 
 DEFAULT_DATASET = Path("/work/shared/datasets/guardrails/pii_synth_dataset_v2.json")
+# General English prose for the "common word" list: SQuAD v1.1 dev contexts (Wikipedia, CC BY-SA 4.0)
+# and SciFact abstracts. A word counts when it occurs in all-lower-case form at least COMMON_MIN times.
+SQUAD = Path("/work/shared/datasets/squad_v1.1/dev-v1.1.json")
+SCIFACT = Path("/work/shared/datasets/scifact/corpus.jsonl")
+COMMON_MIN = 3
 TEST_PERCENT = 20
 FOLDS = 5
+MIN_CV_RECALL = 0.85
 
 
 def is_test_template(template_id: int) -> bool:
@@ -58,6 +64,23 @@ def is_test_template(template_id: int) -> bool:
 
 def load(dataset: Path) -> list[dict]:
     return json.loads(dataset.read_text(encoding="utf-8"))
+
+
+def common_words(squad: Path, scifact: Path) -> set[str]:
+    """Words seen in lower case at least COMMON_MIN times in general prose (names rarely are)."""
+    from collections import Counter
+
+    texts = []
+    if squad.exists():
+        for art in json.loads(squad.read_text(encoding="utf-8"))["data"]:
+            texts.extend(p["context"] for p in art["paragraphs"])
+    if scifact.exists():
+        with scifact.open(encoding="utf-8") as f:
+            texts.extend(json.loads(line)["text"] for line in f)
+    counts: Counter[str] = Counter()
+    for t in texts:
+        counts.update(tok for tok, _, _ in tokenize(t) if tok.isalpha() and tok.islower() and len(tok) > 1)
+    return {w for w, c in counts.items() if c >= COMMON_MIN}
 
 
 def person_spans(rec: dict) -> list[tuple[int, int]]:
@@ -80,7 +103,7 @@ def name_tokens(recs) -> set[str]:
     return out
 
 
-def featurize(recs, gazetteer) -> tuple[list[dict], list[int], list[tuple[int, int]]]:
+def featurize(recs, gazetteer, common) -> tuple[list[dict], list[int], list[tuple[int, int]]]:
     """Feature dicts and labels of the word tokens, and (record index, token index) of each row."""
     X, y, where = [], [], []
     for ri, rec in enumerate(recs):
@@ -90,7 +113,7 @@ def featurize(recs, gazetteer) -> tuple[list[dict], list[int], list[tuple[int, i
         for ti, (tok, _, _) in enumerate(tokens):
             if not tok[0].isalpha():
                 continue
-            X.append(dict.fromkeys(token_features(text, tokens, ti, gazetteer), 1))
+            X.append(dict.fromkeys(token_features(text, tokens, ti, gazetteer, common), 1))
             y.append(labels[ti])
             where.append((ri, ti))
     return X, y, where
@@ -124,7 +147,7 @@ def fold_of(template_id: int) -> int:
     return int(hashlib.sha1(f"fold-{template_id}".encode()).hexdigest(), 16) % FOLDS
 
 
-def crossfit_features(recs):
+def crossfit_features(recs, common):
     """Features of every TRAIN record with a gazetteer from the other folds' names."""
     folds = defaultdict(list)
     for i, r in enumerate(recs):
@@ -134,7 +157,7 @@ def crossfit_features(recs):
         others = [recs[i] for kk, ii in folds.items() if kk != k for i in ii]
         gaz = name_tokens(others)
         for i in idx:
-            X[i] = featurize([recs[i]], gaz)
+            X[i] = featurize([recs[i]], gaz, common)
     return X, folds
 
 
@@ -151,7 +174,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     ap.add_argument("--out", type=Path, default=PERSON_MODEL_PATH)
-    ap.add_argument("--C", type=float, default=1.0)
+    ap.add_argument("--squad", type=Path, default=SQUAD)
+    ap.add_argument("--scifact", type=Path, default=SCIFACT)
+    ap.add_argument("--C", type=float, default=0.3)
     ap.add_argument("--prune", type=float, default=0.01, help="drop weights smaller than this")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -160,7 +185,9 @@ def main(argv=None) -> int:
     test_templates = sorted({r["template_id"] for r in data if is_test_template(r["template_id"])})
     print(f"{len(train)} TRAIN sentences, {len(data) - len(train)} TEST ({len(test_templates)} templates)")
 
-    feats, folds = crossfit_features(train)
+    common = common_words(args.squad, args.scifact)
+    print(f"{len(common)} common words")
+    feats, folds = crossfit_features(train, common)
 
     # Threshold: grouped CV on TRAIN only.
     cv_scores = [None] * len(train)
@@ -172,14 +199,17 @@ def main(argv=None) -> int:
             proba = clf.predict_proba(vec.transform(X))[:, 1] if X else []
             cv_scores[i] = span_scores([train[i]], where, proba)[0]
     best = None
-    for thr in np.arange(0.2, 0.81, 0.025):
+    for thr in np.arange(0.05, 0.91, 0.025):
         m = span_metrics(train, cv_scores, float(thr))
         p, r = m["precision"], m["recall"]
-        f2 = 5 * p * r / (4 * p + r) if p + r else 0.0
-        if best is None or f2 > best[0]:
-            best = (f2, float(thr), m)
-    f2, threshold, cvm = best
-    print(f"CV on TRAIN: threshold {threshold:.3f} F2 {f2:.3f} recall {cvm['recall']:.3f} "
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        # Best F1 among thresholds keeping CV recall >= MIN_CV_RECALL (a margin over the 0.80 target,
+        # as unseen templates may be harder); the highest-recall threshold if none does.
+        key = (r >= MIN_CV_RECALL, f1 if r >= MIN_CV_RECALL else r)
+        if best is None or key > best[0]:
+            best = (key, float(thr), m, f1)
+    _, threshold, cvm, f1 = best
+    print(f"CV on TRAIN: threshold {threshold:.3f} F1 {f1:.3f} recall {cvm['recall']:.3f} "
           f"precision {cvm['precision']:.3f}")
 
     vec, clf = fit(feats, args.C)
@@ -193,7 +223,8 @@ def main(argv=None) -> int:
             "benchmarks/train_person_detector.py from the TRAIN split of microsoft/presidio-research "
             "data/synth_dataset_v2.json (MIT licence, Copyright (c) Microsoft Corporation). Weights are "
             "logistic-regression coefficients over token_features(); gazetteer is the lower-cased name "
-            "tokens of the TRAIN split."
+            "tokens of the TRAIN split; common_words are words seen "
+            f"in lower case >= {COMMON_MIN} times in SQuAD v1.1 dev contexts (CC BY-SA 4.0) and SciFact abstracts."
         ),
         "split": {
             "rule": f"template TEST iff int(sha1(str(template_id)), 16) % 100 < {TEST_PERCENT}",
@@ -204,6 +235,7 @@ def main(argv=None) -> int:
         "bias": round(float(clf.intercept_[0]), 4),
         "threshold": threshold,
         "gazetteer": gazetteer,
+        "common_words": sorted(common),
         "weights": weights,
     }
     args.out.write_text(json.dumps(model, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")

@@ -335,7 +335,11 @@ def _shape(tok: str) -> str:
 
 
 def token_features(
-    text: str, tokens: Sequence[tuple[str, int, int]], i: int, gazetteer: Collection[str]
+    text: str,
+    tokens: Sequence[tuple[str, int, int]],
+    i: int,
+    gazetteer: Collection[str],
+    common: Collection[str] = frozenset(),
 ) -> list[str]:
     """The features of token ``i``: its form, shape and affixes, two words either side, whether it
     starts or ends a line, and whether it and its neighbours are in the name-token gazetteer.
@@ -356,6 +360,11 @@ def token_features(
     if low in gazetteer:
         feats.append("gaz")
         feats.append("gaz_sh=" + _shape(tok))
+    # A word people write in lower case in ordinary prose ("mail", "patient", "park") is rarely a
+    # name even when capitalised at the start of a line.
+    if low in common:
+        feats.append("common")
+        feats.append("common_sh=" + _shape(tok))
     line_start = start == 0 or "\n" in text[max(0, start - 4) : start] or text[:start].strip() == ""
     if line_start:
         feats.append("line_start")
@@ -372,6 +381,8 @@ def token_features(
                 feats.append(f"sh{off}={_shape(ntok)}")
                 if nlow in gazetteer:
                     feats.append(f"gaz{off}")
+                if nlow in common:
+                    feats.append(f"common{off}")
         else:
             feats.append(f"w{off}=<none>")
     if i > 0:
@@ -385,6 +396,7 @@ class _PersonModel:
     bias: float
     threshold: float
     gazetteer: frozenset[str]
+    common: frozenset[str]
 
 
 @lru_cache(maxsize=1)
@@ -401,6 +413,7 @@ def _person_model() -> _PersonModel:
         bias=float(raw["bias"]),
         threshold=float(raw["threshold"]),
         gazetteer=frozenset(raw["gazetteer"]),
+        common=frozenset(raw.get("common_words", ())),
     )
 
 
@@ -419,7 +432,7 @@ def person_token_scores(text: str, tokens: Sequence[tuple[str, int, int]] | None
             out.append(0.0)
             continue
         z = model.bias
-        for f in token_features(text, tokens, i, model.gazetteer):
+        for f in token_features(text, tokens, i, model.gazetteer, model.common):
             z += w.get(f, 0.0)
         out.append(1.0 / (1.0 + math.exp(-z)) if z > -30 else 0.0)
     return out
