@@ -32,6 +32,21 @@ from tests.serving.gateway.test_app import (
 )
 
 
+class BlockingChecks:
+    """A route whose input guardrail blocks every question."""
+
+    def before(self, request) -> None:
+        from ragops.serving.gateway.app import CheckRefused
+
+        request.guardrails.append({"check": "topics", "stage": "input", "action": "blocked", "matched": ["ports"]})
+        exc = CheckRefused("the request was blocked: this route does not answer questions about ports")
+        exc.type, exc.code = "guardrail", "topics"
+        raise exc
+
+    def after(self, request, answer):
+        return answer
+
+
 class LoggedChecks:
     """Route checks that pass and record their outcomes (what the guardrails put in the log)."""
 
@@ -48,10 +63,11 @@ class LoggedChecks:
 def make_gateway(root: Path, fakes: dict[str, FakeBackend] | None = None):
     settings = Settings.from_variables({"root": str(root / "state")})
     config = GatewayConfig(routes={"rag_chain": RouteConfig("rag_chain", (fake_target("champion"),)),
-                                   "slow_loader": RouteConfig("slow_loader", (fake_target("loader"),))},
+                                   "slow_loader": RouteConfig("slow_loader", (fake_target("loader"),)),
+                                   "guarded": RouteConfig("guarded", (fake_target("champion"),))},
                            keys=(key_config("alice"), key_config("bob")), default_route="rag_chain")
     fakes = {} if fakes is None else fakes
-    app = create_app(config, settings, backend_factory=fake_factory(fakes), checks={"rag_chain": LoggedChecks()})
+    app = create_app(config, settings, backend_factory=fake_factory(fakes), checks={"rag_chain": LoggedChecks(), "guarded": BlockingChecks()})
     return app, settings
 
 
@@ -190,7 +206,7 @@ def test_chat_sources_feedback_and_reviewer_in_a_real_browser(tmp_path):
             _shot(driver, tmp_path, "reviewer-empty")
             driver.find_element(By.ID, "tab-chat").click()
             route = Select(driver.find_element(By.ID, "route"))
-            assert [o.text for o in route.options] == ["rag_chain", "slow_loader"]
+            assert [o.text for o in route.options] == ["rag_chain", "slow_loader", "guarded"]
             route.select_by_visible_text("rag_chain")
 
             # chat (streamed): the answer and its sources
@@ -233,6 +249,14 @@ def test_chat_sources_feedback_and_reviewer_in_a_real_browser(tmp_path):
             assert visible("chat-error").text == "The model (loader) failed to answer: loader is down"
             _shot(driver, tmp_path, "error")
             loader.loaded.set()
+
+            # a question a guardrail blocks: the refusal, named
+            Select(driver.find_element(By.ID, "route")).select_by_visible_text("guarded")
+            driver.find_element(By.ID, "ask").click()
+            wait.until(lambda d: "guardrail" in d.find_element(By.ID, "chat-error").text)
+            assert driver.find_element(By.ID, "chat-error").text == (
+                "Refused by a guardrail (topics): the request was blocked: this route does not answer questions "
+                "about ports")
     finally:
         driver.quit()
     for name in ("key", "reviewer-empty", "chat", "reviewer", "error"):
