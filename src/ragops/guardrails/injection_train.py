@@ -17,6 +17,8 @@ from ragops.guardrails.injection import N_FEATURES, LinearModel, _clip, features
 DEFAULT_DATASET = Path("/work/shared/datasets/guardrails/injection_dev.jsonl")
 #: Benign sources the model may be tuned on; the others are only ever tested on.
 TUNE_BENIGN = ("squad_v1.1_dev", "bipia:text_attack_train")
+#: Subtracted from the fitted intercept (see :func:`train`).
+PRIOR_SHIFT = 1.0
 
 
 def load_rows(path: str | Path = DEFAULT_DATASET) -> list[dict[str, Any]]:
@@ -61,7 +63,11 @@ def train(rows: Iterable[dict[str, Any]], *, c: float = 4.0, prune: float = 2e-3
     weights = {int(i): float(coef[i]) for i in np.flatnonzero(np.abs(coef) >= prune)}
     meta = {"rows": len(rows), "injection": int(y.sum()), "benign": int(len(y) - y.sum()), "C": c,
             "sources": sorted({r["source"].split("/", 1)[0] for r in rows})}
-    return LinearModel(weights, float(lr.intercept_[0]), meta)
+    # Balanced class weights let 75 attacks count as much as 660 benign rows, which pushes benign
+    # questions that merely mention "instructions" over 0.5; half of that prior shift (ln(660/75) ≈
+    # 2.2) is taken back, so the model flags on its own only when it is fairly sure.
+    meta["prior_shift"] = PRIOR_SHIFT
+    return LinearModel(weights, float(lr.intercept_[0]) - PRIOR_SHIFT, meta)
 
 
 def rates(rows: Sequence[dict[str, Any]], flag) -> dict[str, Any]:

@@ -97,6 +97,7 @@ class Answer:
     lineage: dict[str, Any] = field(default_factory=dict)
     ttft_ms: float | None = None
     access: dict[str, Any] | None = None     # the chain's {"groups": [...] or None}: the filter that applied
+    contexts: list[str] = field(default_factory=list)  # the passages' text, when the target returns it (guardrails)
 
     @property
     def chunk_ids(self) -> list[str]:
@@ -144,7 +145,8 @@ def answer_from_chain(out: dict[str, Any], model_uri: str | None, model_version:
     return Answer(text=str(out.get("answer") or ""), sources=clean_sources(out.get("sources")),
                   usage=usage_dict(out.get("usage")), model_uri=model_uri,
                   model_version=out.get("model_version") or model_version,
-                  lineage=dict(out.get("lineage") or {}), ttft_ms=ttft_ms, access=out.get("access"))
+                  lineage=dict(out.get("lineage") or {}), ttft_ms=ttft_ms, access=out.get("access"),
+                  contexts=[str(c) for c in out.get("contexts") or []])
 
 
 # --- in-process ---------------------------------------------------------------------------
