@@ -92,18 +92,23 @@ def token_labels(tokens, gold) -> list[int]:
     return [int(tok[0].isalpha() and any(st < ge and gs < en for gs, ge in gold)) for tok, st, en in tokens]
 
 
-def name_tokens(recs) -> set[str]:
+OTHER_TYPES = ("GPE", "ORGANIZATION", "STREET_ADDRESS", "NRP", "TITLE")
+
+
+def name_tokens(recs, types=("PERSON",)) -> set[str]:
+    """Lower-cased word tokens of the gold spans of ``types``."""
     out = set()
     for rec in recs:
         text = rec["full_text"]
-        for s, e in person_spans(rec):
+        spans = [(x["start_position"], x["end_position"]) for x in rec["spans"] if x["entity_type"] in types]
+        for s, e in spans:
             for tok, _, _ in tokenize(text[s:e]):
                 if tok[0].isalpha() and len(tok) > 1:
                     out.add(tok.lower())
     return out
 
 
-def featurize(recs, gazetteer, common) -> tuple[list[dict], list[int], list[tuple[int, int]]]:
+def featurize(recs, gazetteer, common, others) -> tuple[list[dict], list[int], list[tuple[int, int]]]:
     """Feature dicts and labels of the word tokens, and (record index, token index) of each row."""
     X, y, where = [], [], []
     for ri, rec in enumerate(recs):
@@ -113,7 +118,7 @@ def featurize(recs, gazetteer, common) -> tuple[list[dict], list[int], list[tupl
         for ti, (tok, _, _) in enumerate(tokens):
             if not tok[0].isalpha():
                 continue
-            X.append(dict.fromkeys(token_features(text, tokens, ti, gazetteer, common), 1))
+            X.append(dict.fromkeys(token_features(text, tokens, ti, gazetteer, common, others), 1))
             y.append(labels[ti])
             where.append((ri, ti))
     return X, y, where
@@ -156,8 +161,9 @@ def crossfit_features(recs, common):
     for k, idx in folds.items():
         others = [recs[i] for kk, ii in folds.items() if kk != k for i in ii]
         gaz = name_tokens(others)
+        other_gaz = name_tokens(others, OTHER_TYPES) - gaz
         for i in idx:
-            X[i] = featurize([recs[i]], gaz, common)
+            X[i] = featurize([recs[i]], gaz, common, other_gaz)
     return X, folds
 
 
@@ -217,6 +223,7 @@ def main(argv=None) -> int:
     coef = clf.coef_[0]
     weights = {n: round(float(w), 4) for n, w in zip(names, coef, strict=True) if abs(w) >= args.prune}
     gazetteer = sorted(name_tokens(train))
+    other_tokens = sorted(name_tokens(train, OTHER_TYPES) - set(gazetteer))
     model = {
         "about": (
             "Person-name token classifier for ragops.guardrails.pii, built by "
@@ -236,6 +243,7 @@ def main(argv=None) -> int:
         "threshold": threshold,
         "gazetteer": gazetteer,
         "common_words": sorted(common),
+        "other_entity_tokens": other_tokens,
         "weights": weights,
     }
     args.out.write_text(json.dumps(model, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")

@@ -340,6 +340,7 @@ def token_features(
     i: int,
     gazetteer: Collection[str],
     common: Collection[str] = frozenset(),
+    others: Collection[str] = frozenset(),
 ) -> list[str]:
     """The features of token ``i``: its form, shape and affixes, two words either side, whether it
     starts or ends a line, and whether it and its neighbours are in the name-token gazetteer.
@@ -368,6 +369,19 @@ def token_features(
     line_start = start == 0 or "\n" in text[max(0, start - 4) : start] or text[:start].strip() == ""
     if line_start:
         feats.append("line_start")
+    # Capitalisation means more in mid-sentence than at the start of a line or sentence: the
+    # conjunctions let the linear model weigh "Xx" differently by position.
+    where = "ls" if line_start else "ss" if i > 0 and tokens[i - 1][0] in ".!?:;\"" else "mid"
+    feats.append(f"shpos={_shape(tok)}|{where}")
+    if low in common:
+        feats.append(f"commonpos={_shape(tok)}|{where}")
+    if low in gazetteer:
+        feats.append(f"gazpos={where}")
+    # Seen in a place, organisation or street name: the proper nouns most often mistaken for names.
+    if low in others:
+        feats.append("other_gaz")
+        if low in gazetteer:
+            feats.append("other_and_gaz")
     nl = text.find("\n", end)
     if (nl != -1 and text[end:nl].strip() == "") or text[end:].strip() == "":
         feats.append("line_end")
@@ -397,6 +411,7 @@ class _PersonModel:
     threshold: float
     gazetteer: frozenset[str]
     common: frozenset[str]
+    others: frozenset[str]
 
 
 @lru_cache(maxsize=1)
@@ -414,6 +429,7 @@ def _person_model() -> _PersonModel:
         threshold=float(raw["threshold"]),
         gazetteer=frozenset(raw["gazetteer"]),
         common=frozenset(raw.get("common_words", ())),
+        others=frozenset(raw.get("other_entity_tokens", ())),
     )
 
 
@@ -432,7 +448,7 @@ def person_token_scores(text: str, tokens: Sequence[tuple[str, int, int]] | None
             out.append(0.0)
             continue
         z = model.bias
-        for f in token_features(text, tokens, i, model.gazetteer, model.common):
+        for f in token_features(text, tokens, i, model.gazetteer, model.common, model.others):
             z += w.get(f, 0.0)
         out.append(1.0 / (1.0 + math.exp(-z)) if z > -30 else 0.0)
     return out
