@@ -13,7 +13,9 @@ both sides and overstate what the model learned. A template is TEST when
 
 Model: a token classifier (is this word part of a person name?): L2 logistic regression over
 ``ragops.guardrails.pii.token_features`` (word, shape, affixes, two words either side, line
-position, gazetteer membership of the word and its neighbours). The gazetteer feature is
+position, gazetteer membership of the word and its neighbours, whether it is a "common word" seen
+in lower case in SQuAD/SciFact prose, whether it occurs in TRAIN's GPE / ORGANIZATION / STREET_ADDRESS /
+NRP / TITLE spans). The gazetteer features are
 *cross-fitted*: on TRAIN, each fold's tokens see a gazetteer built from the other folds only, so the
 model learns how much to trust "this word was seen as a name elsewhere" for names it has not
 memorised; at run time the gazetteer is every TRAIN name token. The decision threshold is the one

@@ -15,7 +15,8 @@ shape fails, so that ordinary numbers (years, ports, order numbers, versions) ar
   digits (``467 3395``) only next to a word such as "phone", "call", "fax" or "mobile".
 
 ``PERSON`` names are found by a token classifier (logistic regression over word shape, affixes,
-the neighbouring words and a list of name tokens) trained by ``benchmarks/train_person_detector.py``
+the neighbouring words, a list of name tokens, a list of words people write in lower case, and a list
+of place / organisation tokens) trained by ``benchmarks/train_person_detector.py``
 on the TRAIN split of the presidio-research synthetic set (MIT licence) and shipped as
 ``person_model.json`` beside this file; inference is a dictionary lookup per feature, so scikit-learn
 is not needed at run time and nothing is downloaded. BENCHMARKS.md §11 has the measured recall,
