@@ -10,8 +10,10 @@ split by source, and latency on a 128-token prompt.
   then measured on exactly those. Reported for the model alone and with the rules. The rules are
   not refit per split: they were written once, for the classic patterns, with every family in
   view, so "rules + model" held out is an upper bound; "model only" is the clean number.
-- **probe**: a few attacks in styles absent from the set (other languages, base64, spaced-out
-  letters), written here; too few for a rate, shown to say where the detector stops.
+- **probe**: eight attacks in styles absent from the set (other languages, base64, spaced-out
+  letters, a rule-free persona, an "override" marker), written here. The first run caught 3 of 8;
+  the multilingual, encoding and persona rules were then written from them, so the probe is a
+  regression check of those rules, not an unseen measurement.
 - **latency**: ``detect_injection`` and the gateway's whole input check (injection + PII
   redaction, ``GuardrailChecks.before``) on a 128-token prompt, p50/p95 over 2,000 runs.
 """
@@ -55,7 +57,7 @@ PROMPT_128 = ("I am setting up the telemetry collector on a new cluster and I wa
               "Which ports does it listen on by default, how long are the spans kept before they are "
               "dropped, and what is the recommended memory limit for a node that handles about two "
               "thousand spans per second? Also, is there a way to check that the exporter is healthy "
-              "without restarting the service, for example from the command line or a status page?")
+              "without restarting the service?")
 
 
 def percentile(values: list[float], q: float) -> float:
