@@ -233,7 +233,9 @@ def main(argv=None) -> int:
             "data/synth_dataset_v2.json (MIT licence, Copyright (c) Microsoft Corporation). Weights are "
             "logistic-regression coefficients over token_features(); gazetteer is the lower-cased name "
             "tokens of the TRAIN split; common_words are words seen "
-            f"in lower case >= {COMMON_MIN} times in SQuAD v1.1 dev contexts (CC BY-SA 4.0) and SciFact abstracts."
+            f"in lower case >= {COMMON_MIN} times in SQuAD v1.1 dev contexts (CC BY-SA 4.0) and SciFact abstracts; "
+            "other_entity_tokens are the lower-cased TRAIN tokens of GPE/ORGANIZATION/STREET_ADDRESS/NRP/TITLE "
+            "spans that are not name tokens."
         ),
         "split": {
             "rule": f"template TEST iff int(sha1(str(template_id)), 16) % 100 < {TEST_PERCENT}",
