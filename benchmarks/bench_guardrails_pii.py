@@ -76,6 +76,36 @@ def score(records: list[dict], types: tuple[str, ...], examples: int = 0) -> dic
     return out
 
 
+def benign_flags(paths: dict[str, Path]) -> dict:
+    """How often prompts with (almost) no personal data get a PII span: SciFact claims and the benign
+    rows of injection_dev.jsonl (BIPIA tasks, SQuAD and SciFact questions). Not a precision (nobody
+    labelled them; a few do name real people) but the rate a user would see redactions."""
+    out = {}
+    for name, path in paths.items():
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+        texts = [r["text"] for r in rows if r.get("label", "benign") == "benign"]
+        flagged: dict[str, int] = {}
+        examples = []
+        any_flag = 0
+        for t in texts:
+            spans = detect_pii(t)
+            any_flag += bool(spans)
+            for e in {s.entity_type for s in spans}:
+                flagged[e] = flagged.get(e, 0) + 1
+            if spans and len(examples) < 12:
+                examples.append([f"{s.entity_type}:{s.text}" for s in spans])
+        out[name] = {
+            "prompts": len(texts),
+            "with_any_pii": any_flag,
+            "rate": round(any_flag / len(texts), 4) if texts else None,
+            "prompts_by_entity": flagged,
+            "examples": examples,
+        }
+    return out
+
+
 def latency(records: list[dict], n_prompts: int, repeats: int, words: int = 128) -> dict:
     rng = random.Random(0)
     texts = [r["full_text"] for r in records]
@@ -128,6 +158,10 @@ def main(argv=None) -> int:
         "person_train_split": score(train, ("PERSON",))["PERSON"],
     }
     quality_s = time.perf_counter() - t0
+    benign = benign_flags({
+        "scifact_queries": Path("/work/shared/datasets/scifact/queries.jsonl"),
+        "injection_dev_benign": args.dataset.parent / "injection_dev.jsonl",
+    })
     lat = latency(data, args.prompts, args.repeats)
     result = {
         "benchmark": "bench_guardrails_pii",
@@ -143,6 +177,7 @@ def main(argv=None) -> int:
         "matching": "overlap with a gold span of the same type (recall_exact: identical offsets)",
         "quality": quality,
         "quality_seconds": round(quality_s, 2),
+        "benign_prompts_flagged": benign,
         "latency": lat,
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),

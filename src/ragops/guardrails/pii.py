@@ -455,11 +455,29 @@ def person_token_scores(text: str, tokens: Sequence[tuple[str, int, int]] | None
     return out
 
 
+_ROMAN_SUFFIXES = frozenset({"II", "III", "IV", "VI", "JR", "SR"})
+# Capitals inside a name come after a particle or a hyphen/apostrophe: McDowell, LeBatelier, DiCaprio,
+# O'Neil, Jean-Luc. Anything else with inner capitals (AMPK, CPCs, eRNAs, iPhone) is an acronym or a
+# product, which scientific and technical prompts are full of.
+_INNER_CAPS_NAME_RE = re.compile(r"^(?:Mc|Mac|Le|La|De|Di|Da|Du|Van|Von|O['’])?[A-Z][a-z]+(?:[-'’][A-Za-z][a-z]*)*$")
+
+
+def _name_like(tok: str) -> bool:
+    """Could this word be (part of) a person's name by its casing alone?"""
+    if tok.islower() or (len(tok) == 1 and tok.isupper()) or tok in _ROMAN_SUFFIXES:
+        return True
+    if tok[0].isupper() and (tok[1:].islower() or not any(c.isupper() for c in tok[1:])):
+        return True
+    return bool(_INNER_CAPS_NAME_RE.match(tok))
+
+
 def decode_person_spans(
     text: str, tokens: Sequence[tuple[str, int, int]], scores: Sequence[float], threshold: float
 ) -> list[PiiSpan]:
-    """Person spans from per-token scores: runs of adjacent tokens scoring ``>= threshold``, through
-    an initial's period ("Faina D. Yefremova"), never across a line break."""
+    """Person spans from per-token scores: runs of adjacent name-like tokens scoring ``>= threshold``,
+    through an initial's period ("Faina D. Yefremova"), never across a line break, and not a lone
+    initial."""
+    scores = [sc if sc >= threshold and _name_like(tokens[i][0]) else 0.0 for i, sc in enumerate(scores)]
     spans = []
     i = 0
     n = len(tokens)
@@ -481,8 +499,10 @@ def decode_person_spans(
         start, end = tokens[i][1], tokens[j][2]
         if j + 1 < n and tokens[j + 1][0] == "." and len(tokens[j][0]) == 1 and tokens[j + 1][1] == end:
             end += 1  # a trailing initial keeps its period
-        score = round(sum(span_scores) / len(span_scores), 4)
-        spans.append(PiiSpan("PERSON", start, end, text[start:end], score))
+        # A lone initial ("T", "H.") identifies no one; in prose it is a variable or an abbreviation.
+        if any(len(tokens[k][0]) > 1 for k in range(i, j + 1)):
+            score = round(sum(span_scores) / len(span_scores), 4)
+            spans.append(PiiSpan("PERSON", start, end, text[start:end], score))
         i = j + 1
     return spans
 
