@@ -280,14 +280,16 @@ def decode_json(body: bytes) -> Any:
 # --- the guardrails slot --------------------------------------------------------------------------
 
 class RequestChecks(Protocol):
-    """Per-route input/output checks — THE PLACE FOR GUARDRAILS (next issue).
+    """Per-route input/output checks: the guardrails (``ragops.guardrails.policy.GuardrailChecks``,
+    built from each route's ``guardrails:`` policy when ``create_app`` gets no ``checks=``).
 
     ``before`` runs after auth, limits and routing, before any model is called; ``after`` runs on
     the answer before it is returned (non-streamed) or once the stream is complete (streamed: the
     deltas are already sent, so an ``after`` that must be able to withhold an answer has to make
     the gateway buffer the stream for that route). Either may raise :class:`CheckRefused` (HTTP 400)
     and append its outcomes to ``request.guardrails`` (logged with the request); ``after`` returns
-    the answer to send (e.g. redacted)."""
+    the answer to send (e.g. redacted). Optional: ``buffers_output`` (True: a streamed answer is
+    buffered, checked, then sent) and ``redact_for_log(request, text)`` (what the log stores)."""
 
     def before(self, request: ChatRequest) -> None: ...
 
