@@ -129,3 +129,13 @@ def test_a_missing_required_field_and_a_bad_endpoint_fail_through_databricks_bun
                for i in found)
     assert any(i.startswith("resources/rag_chain_serving.yml: resources.model_serving_endpoints.rag_chain_endpoint")
                and "'served_entity'" in i for i in found)
+
+
+def test_the_review_app_resource_is_checked_by_databricks_bundles(bundle_copy):  # noqa: F811
+    path = bundle_copy / "resources" / "review_app.yml"
+    data = yaml.safe_load(path.read_text())
+    [app] = data["resources"]["apps"].values()
+    app["source_code_pth"] = app.pop("source_code_path")
+    path.write_text(yaml.safe_dump(data))
+    found = issues_of(bundle_copy)
+    assert any(i.startswith("resources/review_app.yml: resources.apps.") and "'source_code_pth'" in i for i in found), found

@@ -31,10 +31,11 @@ _MISSING = re.compile(r"^(\w+)\.__init__\(\) missing \d+ required keyword-only a
 
 
 def _models() -> dict[str, Any]:
+    from databricks.bundles.apps import App
     from databricks.bundles.jobs import Job
     from databricks.bundles.model_serving_endpoints import ModelServingEndpoint
 
-    return {"jobs": Job, "model_serving_endpoints": ModelServingEndpoint}
+    return {"jobs": Job, "model_serving_endpoints": ModelServingEndpoint, "apps": App}
 
 
 def _unlocal(node: Any) -> Any:
