@@ -254,7 +254,7 @@ class RagChain:
         if not results:
             yield {"delta": DONT_KNOW}
             yield {"done": True, **self._output(DONT_KNOW, results, timings, dict(NO_USAGE), None,
-                                                {"ttft_s": None, "total_s": 0.0}, groups)}
+                                                {"ttft_s": None, "total_s": 0.0}, groups), "contexts": []}
             return
         msgs = self.messages(question, from_dicts(history or []), results)
         parts, usage_meta, reported, first = [], {}, {}, None
@@ -272,8 +272,10 @@ class RagChain:
         timings["time_to_first_token_ms"] = ((first or ended) - started) * 1000
         model_timings = {"ttft_s": round(float(reported.get("ttft_s") or (first or ended) - t), 4),
                          "total_s": round(float(reported.get("total_s") or ended - t), 4)}
+        # The passages' text rides along for the gateway's grounded-answer guardrail (never sent to clients).
         yield {"done": True, **self._output(tidy_answer("".join(parts)) or DONT_KNOW, results, timings,
-                                            usage_of(usage_meta), None, model_timings, groups)}
+                                            usage_of(usage_meta), None, model_timings, groups),
+               "contexts": [r.text for r in results]}
 
     def as_runnable(self) -> RunnableLambda:
         """The chain as a LangChain Runnable: ``{"question", "history"?, "groups"?}`` → output dict."""
