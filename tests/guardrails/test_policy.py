@@ -211,3 +211,19 @@ def test_the_cli_prints_one_json_verdict_per_input(tmp_path, capsys):
     assert out[0]["blocked"] and out[0]["checks"]["injection"]["action"] == "blocked"
     assert not out[1]["blocked"] and out[1]["redacted"] == "Write to <EMAIL_ADDRESS> please"
     assert out[1] == {"id": "b", **evaluate_text(f"Write to {EMAIL} please")}  # the gateway's code and policy
+
+
+def test_a_config_reload_applies_the_new_policies(tmp_path):
+    settings = Settings.from_variables({"root": str(tmp_path / "state")})
+    path = tmp_path / "gateway.yml"
+    route = "routes:\n  - name: r\n    targets: [{name: t, model: 'models:/fake@t'}]\n"
+    path.write_text(route)
+    log = FakeLog()
+    app = create_app(load_gateway_config(path, settings, environ={}), settings, inference_log=log,
+                     feedback=FakeFeedback(log), backend_factory=lambda target, s: FakeBackend(target))
+    gateway = app.state.gateway
+    assert gateway.checks_for("r").policy == DEFAULT_POLICY
+    path.write_text(route + "    guardrails: {topics: [bitcoin], injection: false}\n")
+    gateway.reload(load_gateway_config(path, settings, environ={}))  # what SIGHUP does
+    policy = gateway.checks_for("r").policy
+    assert policy.topics == ("bitcoin",) and not policy.injection.enabled
