@@ -48,3 +48,21 @@ def model_uri(args: argparse.Namespace, settings: Any) -> str:
 
 def add_model_uri(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-uri", help="default: models:/rag_chain@champion (else @challenger)")
+
+
+def id_text_lines(lines, where: str, id_keys: tuple[str, ...] = ("id",)):
+    """``(id, text)`` of each JSONL line ``{"id": ..., "text": "..."}`` (blank lines skipped; the line
+    number when there is no id): what ``ragops search --queries`` and ``ragops guardrails check
+    --jsonl`` read. A bad line is a CliError naming ``where`` and the line."""
+    import json
+
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{where}:{n}: not JSON ({exc.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise CliError(f'{where}:{n}: expected an object with a string "text" (and an "id")')
+        yield next((item[k] for k in id_keys if k in item), n), item["text"]

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ragops.cli.common import CliError, add_common, load_settings
+from ragops.cli.common import CliError, add_common, id_text_lines, load_settings
 
 
 def _inputs(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
@@ -30,16 +30,7 @@ def _inputs(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
         except OSError as exc:
             raise CliError(f"--jsonl {args.jsonl}: {exc.strerror or exc}") from None
         with f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CliError(f"{args.jsonl}:{n}: not JSON ({exc.msg})") from None
-                if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-                    raise CliError(f"{args.jsonl}:{n}: expected an object with a string \"text\" (and an \"id\")")
-                yield item.get("id", n), item["text"]
+            yield from id_text_lines(f, args.jsonl)
 
 
 def _policy(args: argparse.Namespace):

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ragops.cli.common import CliError, add_common, load_settings, pairs
+from ragops.cli.common import CliError, add_common, id_text_lines, load_settings, pairs
 
 _FIELDS = ("chunk_id", "doc_id", "source_uri", "title", "section", "score", "text")
 
@@ -58,18 +58,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _read_queries(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise CliError(f"--queries {path}: no such file")
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict) or "text" not in obj or not isinstance(obj["text"], str):
-            raise CliError(f'{path}:{n}: each line needs {{"id": ..., "text": "..."}}')
-        items.append({"id": obj.get("id", obj.get("_id", n)), "text": obj["text"]})
-    return items
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [{"id": qid, "text": text} for qid, text in id_text_lines(lines, str(path), id_keys=("id", "_id"))]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

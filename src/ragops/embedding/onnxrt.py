@@ -25,7 +25,13 @@ import numpy as np
 
 from ragops.cpu import available_cores
 from ragops.embedding.base import Embedder, normalize
-from ragops.weights.embedder import ONNX_INPUTS, load_fast_tokenizer, load_tokenizer, onnx_model_file, onnx_model_info
+from ragops.weights.embedder import (
+    ONNX_INPUTS,
+    load_fast_tokenizer,
+    load_tokenizer,
+    onnx_model_file,
+    onnx_model_info,
+)
 
 log = logging.getLogger(__name__)
 
