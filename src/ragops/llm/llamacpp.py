@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 DEFAULT_N_CTX = 4096
 
 
+def _threads_override() -> int | None:
+    """``RAGOPS_LLM_THREADS`` (``ragops serve --workers N`` sets it to share the cores), if set."""
+    value = os.environ.get("RAGOPS_LLM_THREADS", "").strip()
+    return max(1, int(value)) if value else None
+
+
 def default_threads() -> int:
     """Half the available cores (at least one). llama.cpp's OpenMP threads spin at every one of the
     ~300 barriers of a decode step: when any of them is descheduled (a busy or shared machine, the
@@ -63,9 +69,7 @@ def default_threads() -> int:
     decoded 3-5x faster than two under load, and never slower (BENCHMARKS.md); half the logical
     cores is also llama.cpp's own advice (physical cores, not hyper-threads). ``RAGOPS_LLM_THREADS``
     overrides it (``ragops serve --workers N`` sets it to share the cores between workers)."""
-    if os.environ.get("RAGOPS_LLM_THREADS", "").strip():
-        return max(1, int(os.environ["RAGOPS_LLM_THREADS"]))
-    return max(1, available_cores() // 2)
+    return _threads_override() or max(1, available_cores() // 2)
 
 
 def batch_threads_default() -> int:
@@ -73,9 +77,7 @@ def batch_threads_default() -> int:
     Prefill is a few large matmuls per layer, not ~300 tiny synchronised steps, so a second thread
     pays: on 2 idle cores the chain's 772-token prompt took 1.7 s on two threads against 4.4 s on
     one (F16 weights; BENCHMARKS.md, section 8)."""
-    if os.environ.get("RAGOPS_LLM_THREADS", "").strip():
-        return max(1, int(os.environ["RAGOPS_LLM_THREADS"]))
-    return available_cores()
+    return _threads_override() or available_cores()
 
 
 @dataclass

@@ -356,10 +356,8 @@ class UpstreamBackend:
         return body
 
     def _failure(self, exc: Exception) -> BackendError:
-        import aiohttp
-
         where = f"target {self.target.name!r} ({self.url})"
-        if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        if isinstance(exc, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError is one too
             return BackendTimeout(f"{where} timed out: {type(exc).__name__}")
         return BackendError(f"{where} failed: {type(exc).__name__}: {exc}")
 
