@@ -7,19 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 
 import httpx
 
 from tests.serving.gateway.test_app import FakeUpstream
-from tests.serving.gateway.test_limits import free_port, wait_until, write_config
-
-
-def start_gateway(config, port: int, root, env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ragops.cli.main", "gateway", "--config", str(config),
-                             "--port", str(port), "--var", f"root={root}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+from tests.serving.gateway.test_limits import free_port, spawn_gateway, wait_until, write_config
 
 
 def test_kill_9_under_load_then_restart_loses_and_duplicates_nothing(tmp_path):
@@ -28,14 +21,12 @@ def test_kill_9_under_load_then_restart_loses_and_duplicates_nothing(tmp_path):
 
     root, port, config = tmp_path / "state", free_port(), tmp_path / "gateway.yml"
     bob = "sk-bob-crash-0123456"
-    env = {**os.environ, "BOB_KEY": bob, "RAGOPS_LOG_LEVEL": "WARNING"}
-    env.pop("RAGOPS_API_KEYS", None)
     url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {bob}"}
     with FakeUpstream() as upstream:
         write_config(config, upstream.url)
         # no per-minute limit for this key: the load must be served, not refused
         config.write_text(config.read_text().replace(', "requests_per_minute": 4', ""))
-        proc = start_gateway(config, port, root, env)
+        proc = spawn_gateway(config, port, root, bob, output=subprocess.DEVNULL)
         served: list[str] = []
         stop = threading.Event()
 
@@ -66,7 +57,7 @@ def test_kill_9_under_load_then_restart_loses_and_duplicates_nothing(tmp_path):
             before = set(lh.read("inference_log")["request_id"]) if lh.exists("inference_log") else set()
             assert len(before) < len(served), "the kill must leave served requests that only the journal has"
 
-            proc = start_gateway(config, port, root, env)  # replays the dead process's journal
+            proc = spawn_gateway(config, port, root, bob, output=subprocess.DEVNULL)  # replays the dead process's journal
             wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, 90, "gateway ready again")
         finally:
             stop.set()

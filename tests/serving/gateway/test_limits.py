@@ -126,6 +126,17 @@ def write_config(path: Path, upstream: str, extra_route: bool = False) -> None:
                                 "routes": routes}))  # JSON is YAML
 
 
+def spawn_gateway(config: Path, port: int, root: Path, key: str, *, workers: int = 1,
+                  output=subprocess.PIPE) -> subprocess.Popen:
+    """``ragops gateway`` in a child process, with ``key`` as the config's ``env:BOB_KEY``."""
+    env = {**os.environ, "BOB_KEY": key, "RAGOPS_LOG_LEVEL": "WARNING"}
+    env.pop("RAGOPS_API_KEYS", None)
+    return subprocess.Popen([sys.executable, "-m", "ragops.cli.main", "gateway", "--config", str(config),
+                             "--port", str(port), *(["--workers", str(workers)] if workers > 1 else []),
+                             "--var", f"root={root}"],
+                            env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+
+
 def test_two_workers_hold_one_limit_reload_on_sighup_and_flush_on_sigterm(tmp_path):
     from ragops.config import Settings
     from ragops.lakehouse import open_lakehouse
@@ -134,11 +145,7 @@ def test_two_workers_hold_one_limit_reload_on_sighup_and_flush_on_sigterm(tmp_pa
     bob = "sk-bob-two-workers-0123"
     with FakeUpstream() as upstream:
         write_config(config, upstream.url)
-        env = {**os.environ, "BOB_KEY": bob, "RAGOPS_LOG_LEVEL": "WARNING"}
-        env.pop("RAGOPS_API_KEYS", None)
-        proc = subprocess.Popen([sys.executable, "-m", "ragops.cli.main", "gateway", "--config", str(config),
-                                 "--port", str(port), "--workers", "2", "--var", f"root={root}"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = spawn_gateway(config, port, root, bob, workers=2)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, 90, "gateway ready")
@@ -203,11 +210,7 @@ def test_one_worker_reloads_on_sighup_and_flushes_on_sigterm(tmp_path):
     bob = "sk-bob-one-worker-0123"
     with FakeUpstream() as upstream:
         write_config(config, upstream.url)
-        env = {**os.environ, "BOB_KEY": bob, "RAGOPS_LOG_LEVEL": "WARNING"}
-        env.pop("RAGOPS_API_KEYS", None)
-        proc = subprocess.Popen([sys.executable, "-m", "ragops.cli.main", "gateway", "--config", str(config),
-                                 "--port", str(port), "--var", f"root={root}"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = spawn_gateway(config, port, root, bob)
         url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {bob}"}
         try:
             wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, 90, "gateway ready")
