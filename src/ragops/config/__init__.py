@@ -12,6 +12,7 @@ from ragops.config.settings import (
     ChunkingConfig,
     EmbeddingConfig,
     EvaluationConfig,
+    FinetuneConfig,
     IndexConfig,
     IngestConfig,
     LLMConfig,
@@ -24,5 +25,5 @@ from ragops.config.settings import (
 )
 
 __all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "SETTINGS_BY_VARIABLE", "ChainConfig", "ChunkingConfig",
-           "EmbeddingConfig", "EvaluationConfig", "IndexConfig", "IngestConfig", "LLMConfig", "SettingInfo",
+           "EmbeddingConfig", "EvaluationConfig", "FinetuneConfig", "IndexConfig", "IngestConfig", "LLMConfig", "SettingInfo",
            "Settings", "SettingsError", "config_hash", "list_settings", "setting"]

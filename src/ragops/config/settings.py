@@ -14,12 +14,13 @@ type), :func:`list_settings` (what ``ragops bundle validate`` compares with the 
 
 Variable names follow one rule: **the section's prefix + the field name**, without doubling a
 prefix the field already has. The prefixes are ``chunk_`` (ChunkingConfig), ``embedding_``,
-``llm_``, ``chain_`` and ``eval_``; ``Settings``, ``IngestConfig`` and ``IndexConfig`` fields have
+``llm_``, ``chain_``, ``eval_`` and ``finetune_``; ``Settings``, ``IngestConfig`` and ``IndexConfig`` fields have
 names that are specific on their own (``catalog``, ``id_column``, ``hnsw_m``, ``rrf_k``) and no
 prefix. Five names predate the rule and are kept because users pass them (``--var ...``):
 ``max_document_bytes`` / ``min_document_chars`` (ingest.max_bytes / min_chars), ``search_mode`` /
 ``search_k`` (index.default_mode / default_k), ``prompt_name`` / ``prompt_alias`` (chain.*), and
-``gates`` / ``judge_*`` (evaluation.*). ``target`` and ``git_commit`` are settings the bundle
+``gates`` / ``judge_*`` (evaluation.*); ``max_steps`` (finetune.max_steps) is the name the fine-tune
+job's users pass. ``target`` and ``git_commit`` are settings the bundle
 supplies (``${bundle.target}``, ``${bundle.git.commit}``), not variables.
 
 Parsing rules (:meth:`Settings.from_variables`): unknown keys are ignored, so one dict can feed
@@ -296,6 +297,87 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """The fine-tune job: which examples it builds (eval sets, feedback), how it splits them, how it trains."""
+
+    method: str = setting("sft", var="finetune_method",
+                          help="What trains: sft (SFTTrainer, LoRA) | dpo (DPOTrainer on the base) | sft+dpo (DPO on "
+                               "the SFT model).")
+    eval_sets: str = setting(
+        "sample", var="finetune_eval_sets",
+        help="Comma list of eval sets (names in the eval_sets table) whose reference answers become examples.")
+    holdout_eval_set: str = setting(
+        "", var="finetune_holdout_eval_set",
+        help="An eval set the gates score: its questions and their documents (split_by) never enter training "
+             "(empty = none besides the validation split).")
+    split_by: str = setting(
+        "document", var="finetune_split_by",
+        help="What train / validation split by, so no question's source leaks: document (expected_doc_ids) | tag "
+             "(the first tag: a SQuAD article).")
+    validation_share: float = setting(0.2, var="finetune_validation_share",
+                                      help="Share of split groups held out for validation.")
+    dont_know_share: float = setting(
+        0.2, var="finetune_dont_know_share",
+        help="Share of answerable questions also written with their source removed from the context and \"I don't "
+             "know\" as the answer.")
+    feedback: bool = setting(True, var="finetune_feedback",
+                             help="Also learn from feedback: up-voted and corrected answers (SFT), and pairs (DPO).")
+    max_steps: int = setting(30, var="max_steps",
+                             help="Optimizer steps per trainer (0 = finetune_epochs over the training rows).")
+    epochs: float = setting(1.0, var="finetune_epochs", help="Epochs when max_steps is 0.")
+    learning_rate: float = setting(3e-4, var="finetune_learning_rate", help="Peak learning rate (LoRA).")
+    dpo_learning_rate: float = setting(5e-5, var="finetune_dpo_learning_rate", help="Peak learning rate of DPO.")
+    dpo_beta: float = setting(0.1, var="finetune_dpo_beta", help="DPO's beta (how far from the reference model).")
+    batch_size: int = setting(0, var="finetune_batch_size",
+                              help="Examples per device step (0 = chosen from the device: its memory on a GPU).")
+    grad_accum: int = setting(0, var="finetune_grad_accum",
+                              help="Gradient accumulation steps (0 = enough for about 16 examples per update).")
+    max_length: int = setting(1024, var="finetune_max_length", help="Longest training sequence in tokens.")
+    lora_r: int = setting(16, var="finetune_lora_r", help="LoRA rank.")
+    lora_alpha: int = setting(32, var="finetune_lora_alpha", help="LoRA scaling numerator (alpha / r).")
+    lora_dropout: float = setting(0.05, var="finetune_lora_dropout", help="LoRA dropout.")
+    device: str = setting("auto", var="finetune_device",
+                          help="auto (a GPU when there is one, else the CPU) | cuda | mps | cpu")
+    seed: int = setting(0, var="finetune_seed", help="Seed of the split, the sampling and the trainers.")
+    model_name: str = setting("rag_llm", var="finetune_model_name",
+                              help="Registered model name of fine-tuned LLMs (<catalog>.<schema>.<name> in Unity Catalog).")
+
+    METHODS: typing.ClassVar[tuple[str, ...]] = ("sft", "dpo", "sft+dpo")
+    SPLIT_BY: typing.ClassVar[tuple[str, ...]] = ("document", "tag")
+    DEVICES: typing.ClassVar[tuple[str, ...]] = ("auto", "cuda", "mps", "cpu")
+
+    def __post_init__(self) -> None:
+        if self.method not in self.METHODS:
+            raise SettingsError(f"finetune_method={self.method!r}: use {', '.join(self.METHODS)}", "finetune_method")
+        if self.split_by not in self.SPLIT_BY:
+            raise SettingsError(f"finetune_split_by={self.split_by!r}: use {', '.join(self.SPLIT_BY)}",
+                                "finetune_split_by")
+        if self.device not in self.DEVICES:
+            raise SettingsError(f"finetune_device={self.device!r}: use {', '.join(self.DEVICES)}", "finetune_device")
+        if not self.eval_set_names:
+            raise SettingsError("finetune_eval_sets names no eval set", "finetune_eval_sets")
+        for name, value in (("finetune_validation_share", self.validation_share),
+                            ("finetune_dont_know_share", self.dont_know_share)):
+            if not 0.0 <= value < 1.0:
+                raise SettingsError(f"{name}={value}: use a share in [0, 1)", name)
+        if self.max_steps < 0:
+            raise SettingsError("max_steps must be 0 (epochs) or more", "max_steps")
+        if self.max_steps == 0 and self.epochs <= 0:
+            raise SettingsError("finetune_epochs must be positive when max_steps is 0", "finetune_epochs")
+        for name, value in (("finetune_batch_size", self.batch_size), ("finetune_grad_accum", self.grad_accum)):
+            if value < 0:
+                raise SettingsError(f"{name} must be 0 (auto) or more", name)
+        if self.max_length < 64:
+            raise SettingsError("finetune_max_length must be at least 64 tokens", "finetune_max_length")
+        if self.lora_r < 1:
+            raise SettingsError("finetune_lora_r must be at least 1", "finetune_lora_r")
+
+    @property
+    def eval_set_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.eval_sets.split(",") if n.strip())
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a job needs to know about one target."""
 
@@ -320,6 +402,7 @@ class Settings:
     index: IndexConfig = field(default_factory=IndexConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     mlflow_tracking_uri: str = setting(
         "", var="mlflow_tracking_uri",
         help='Empty = sqlite under root (local); "databricks" on a workspace (models go to Unity Catalog).')
@@ -356,9 +439,17 @@ class Settings:
     @property
     def registered_model_name(self) -> str:
         """``rag_chain`` in a local registry; ``<catalog>.<schema>.rag_chain`` in Unity Catalog."""
-        if self.mlflow_tracking_uri.startswith("databricks") and "." not in self.model_name:
-            return f"{self.catalog}.{self.schema}.{self.model_name}"
-        return self.model_name
+        return self.qualified_model_name(self.model_name)
+
+    @property
+    def registered_llm_name(self) -> str:
+        """Where fine-tuned LLMs register: ``rag_llm`` locally, ``<catalog>.<schema>.rag_llm`` in Unity Catalog."""
+        return self.qualified_model_name(self.finetune.model_name)
+
+    def qualified_model_name(self, name: str) -> str:
+        if self.mlflow_tracking_uri.startswith("databricks") and "." not in name:
+            return f"{self.catalog}.{self.schema}.{name}"
+        return name
 
     def table_path(self, table: str) -> Path:
         """Local (delta-rs) location of a table."""

@@ -205,9 +205,55 @@ INFERENCE_LOG = _spec(
     doc="Every request the serving gateway answered (or refused).",
 )
 
+# Fine-tuning examples (ragops.finetune.datasets). One build = one build_id: every row of a build
+# shares it, re-running with the same sources and settings rewrites the same keys, and a training
+# run records (build_id, table version) as its dataset version.
+FINETUNE_SFT = _spec(
+    "finetune_sft",
+    ("build_id", "example_id"),
+    [
+        pa.field("build_id", pa.string(), nullable=False),
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),  # train | validation | holdout (never trained on)
+        pa.field("question_id", pa.string()),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("split_group", pa.string(), nullable=False),  # what the split is by: a document, an article
+        pa.field("origin", pa.string(), nullable=False),  # eval_set:<name>@<version> | feedback
+        pa.field("kind", pa.string(), nullable=False),  # answer | dont_know | upvoted | corrected
+        pa.field("prompt", pa.large_string(), nullable=False),  # JSON [{role, content}]: the chain's own messages
+        pa.field("completion", pa.string(), nullable=False),  # the assistant's answer to learn
+        pa.field("context_doc_ids", pa.list_(pa.string())),  # documents the retrieved context came from
+        pa.field("sources", pa.string()),  # JSON: table versions, index snapshot, prompt version it was built from
+        pa.field("built_at", TS),
+    ],
+    doc="Supervised fine-tuning examples in the chain's chat format, split leak-free by question and source.",
+)
+
+FINETUNE_DPO = _spec(
+    "finetune_dpo",
+    ("build_id", "pair_id"),
+    [
+        pa.field("build_id", pa.string(), nullable=False),
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("question_id", pa.string()),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("split_group", pa.string(), nullable=False),
+        pa.field("origin", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # feedback | distractor | verbose | dont_know | hallucination
+        pa.field("prompt", pa.large_string(), nullable=False),
+        pa.field("chosen", pa.string(), nullable=False),
+        pa.field("rejected", pa.string(), nullable=False),
+        pa.field("sources", pa.string()),
+        pa.field("built_at", TS),
+    ],
+    doc="Preference pairs (chosen / rejected answers to the same chain prompt) for DPO.",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (RAW_DOCUMENTS, REJECTED_DOCUMENTS, CHUNKS, EMBEDDINGS, EVAL_SETS, EVAL_RESULTS, FEEDBACK, INFERENCE_LOG)
+    for t in (RAW_DOCUMENTS, REJECTED_DOCUMENTS, CHUNKS, EMBEDDINGS, EVAL_SETS, EVAL_RESULTS, FEEDBACK, INFERENCE_LOG,
+              FINETUNE_SFT, FINETUNE_DPO)
 }
 
 
