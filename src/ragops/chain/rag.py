@@ -159,6 +159,21 @@ class RagChain:
             **(lineage or {}),
         }
 
+    @classmethod
+    def from_settings(cls, settings, llm: BaseChatModel | None = None) -> RagChain:
+        """The chain ``settings`` describe, on the target's current index snapshot and the prompt its
+        registry alias points to (registered first if missing); what ``log_chain`` would log,
+        in-process, for jobs that use the chain without serving it (fine-tuning, sweeps)."""
+        from ragops.chain.prompts import ensure_prompts, resolve_prompt
+        from ragops.llm import get_chat_model
+        from ragops.tracking import configure_mlflow
+
+        configure_mlflow(settings)
+        ensure_prompts(settings.chain.prompt_alias)
+        prompt = resolve_prompt(settings.chain.prompt_name, settings.chain.prompt_alias)
+        searcher = Searcher.open(settings)
+        return cls(searcher, llm if llm is not None else get_chat_model(settings.llm), prompt, settings.chain)
+
     def needs_embedder(self) -> bool:
         """Whether answering embeds the question: vector or hybrid search, or a similarity floor."""
         return self.config.search_mode != "keyword" or self.config.min_similarity > 0

@@ -16,11 +16,13 @@ from ragops.evaluation.eval_sets.schema import (
     normalise,
 )
 from ragops.evaluation.eval_sets.sources import (
+    RatedRequest,
     from_feedback,
     load_beir,
     load_jsonl,
     load_source,
     load_squad,
+    rated_requests,
     squad_corpus,
     squad_paragraph_id,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "EvalSet",
     "EvalSetError",
     "EvalSetVersion",
+    "RatedRequest",
     "content_hash",
     "ensure_eval_set",
     "from_feedback",
@@ -51,6 +54,7 @@ __all__ = [
     "load_source",
     "load_squad",
     "normalise",
+    "rated_requests",
     "read_eval_set",
     "register_eval_set",
     "squad_corpus",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,46 +227,79 @@ def _doc_ids_from_sources(raw: Any, request_id: str) -> list[str]:
     return list(dict.fromkeys(i for i in ids if isinstance(i, str) and i))
 
 
-def from_feedback(lh: Lakehouse) -> pd.DataFrame:
-    """Questions users asked, with answers they confirmed or corrected — an eval set that follows real use.
+@dataclass(frozen=True)
+class RatedRequest:
+    """One served (non-shadow) request with the feedback it got, oldest feedback first."""
 
-    Per request (feedback joined to the served, non-shadow ``inference_log`` row by ``request_id``;
-    the gateway writes both tables, ``ragops.serving.gateway``): the latest non-empty
-    ``corrected_answer`` becomes the expected answer; otherwise, if it was rated positively and
-    nobody rated it negatively, the served answer is expected and its logged sources become the
-    expected documents. Corrected answers take no expected documents: the sources were not judged.
-    """
-    empty = pd.DataFrame(columns=EVAL_COLUMNS)
+    request_id: str
+    question: str
+    answer: str
+    doc_ids: tuple[str, ...]  #: the documents of the sources it was served with
+    ratings: tuple[int, ...]  #: up = 1, down = -1
+    corrections: tuple[str, ...]  #: non-empty corrected answers
+
+    @property
+    def corrected(self) -> str | None:
+        """The latest correction, if any."""
+        return self.corrections[-1] if self.corrections else None
+
+    @property
+    def confirmed(self) -> bool:
+        """Rated up by someone, down by nobody."""
+        return bool(self.ratings) and max(self.ratings) > 0 and min(self.ratings) >= 0
+
+    @property
+    def rejected(self) -> bool:
+        """Rated down, or corrected: the served answer was wrong."""
+        return bool(self.corrections) or (bool(self.ratings) and min(self.ratings) < 0)
+
+
+def rated_requests(lh: Lakehouse) -> list[RatedRequest]:
+    """Feedback joined to the served, non-shadow ``inference_log`` row by ``request_id`` (the gateway
+    writes both tables, ``ragops.serving.gateway``), one entry per request that has a question.
+    What evaluation (:func:`from_feedback`) and fine-tuning (``ragops.finetune.datasets``) learn from."""
     if not (lh.exists("inference_log") and lh.exists("feedback")):
-        return empty
+        return []
     feedback = lh.read("feedback", ["request_id", "rating", "corrected_answer", "created_at"])
     if feedback.empty:
-        return empty
+        return []
     requests = lh.read("inference_log", ["request_id", "shadow", "question", "answer", "sources"],
                        where={"request_id": feedback["request_id"].dropna().unique().tolist()})
     # Users rated the answer they were served, not the shadow model's (logged under the same id).
     by_request = {r["request_id"]: r for r in requests.to_dict("records") if not r["shadow"]}
-    rows = []
+    out = []
     for request_id, group in feedback.sort_values("created_at", kind="stable").groupby("request_id", sort=True):
         logged = by_request.get(request_id)
         if logged is None or is_missing(logged["question"]) or not str(logged["question"]).strip():
             continue
-        corrections = [c for c in group["corrected_answer"] if not is_missing(c) and str(c).strip()]
-        ratings = [int(r) for r in group["rating"] if not is_missing(r)]
-        row = {"question_id": f"fb-{request_id}", "question": logged["question"], "origin": "feedback"}
-        if corrections:
-            row.update(expected_answers=[str(corrections[-1]).strip()], expected_doc_ids=[],
-                       tags=["feedback", "corrected"])
-        elif ratings and max(ratings) > 0 and min(ratings) >= 0:
-            answer = logged["answer"]
-            if is_missing(answer) or not str(answer).strip():
-                continue
-            row.update(expected_answers=[str(answer).strip()],
-                       expected_doc_ids=_doc_ids_from_sources(logged["sources"], request_id),
-                       tags=["feedback", "positive"])
+        answer = "" if is_missing(logged["answer"]) else str(logged["answer"]).strip()
+        out.append(RatedRequest(
+            request_id=str(request_id), question=str(logged["question"]), answer=answer,
+            doc_ids=tuple(_doc_ids_from_sources(logged["sources"], request_id)),
+            ratings=tuple(int(r) for r in group["rating"] if not is_missing(r)),
+            corrections=tuple(str(c).strip() for c in group["corrected_answer"] if not is_missing(c) and str(c).strip()),
+        ))
+    return out
+
+
+def from_feedback(lh: Lakehouse) -> pd.DataFrame:
+    """Questions users asked, with answers they confirmed or corrected — an eval set that follows real use.
+
+    Per request (:func:`rated_requests`): the latest non-empty ``corrected_answer`` becomes the
+    expected answer; otherwise, if it was rated positively and nobody rated it negatively, the
+    served answer is expected and its logged sources become the expected documents. Corrected
+    answers take no expected documents: the sources were not judged.
+    """
+    rows = []
+    for r in rated_requests(lh):
+        row = {"question_id": f"fb-{r.request_id}", "question": r.question, "origin": "feedback"}
+        if r.corrected:
+            row.update(expected_answers=[r.corrected], expected_doc_ids=[], tags=["feedback", "corrected"])
+        elif r.confirmed and r.answer:
+            row.update(expected_answers=[r.answer], expected_doc_ids=list(r.doc_ids), tags=["feedback", "positive"])
         else:
             continue
         rows.append(row)
     if not rows:
-        return empty
+        return pd.DataFrame(columns=EVAL_COLUMNS)
     return normalise(pd.DataFrame(rows), f"feedback in {lh.location('feedback')}")
