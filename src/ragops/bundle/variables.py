@@ -42,6 +42,9 @@ NON_SETTING_VARIABLES: dict[str, str] = {
     "serving_workload_size": "rag_chain_endpoint and deploy_job (workload_size)",
     "serving_model_version": "rag_chain_endpoint",
     "node_type_id": "cluster specs on Databricks",
+    "gpu_node_type_id": "finetune_job's GPU job cluster",
+    "gpu_spark_version": "finetune_job's GPU job cluster",
+    "chain_after_finetune": "finetune_job's condition_task",
 }
 _NEAR_MISS = 0.85  # difflib ratio: chunk_sise ~ chunk_size (0.9), but sweep_embedding_models !~ embedding_model
 

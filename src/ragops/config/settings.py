@@ -303,6 +303,10 @@ class FinetuneConfig:
     method: str = setting("sft", var="finetune_method",
                           help="What trains: sft (SFTTrainer, LoRA) | dpo (DPOTrainer on the base) | sft+dpo (DPO on "
                                "the SFT model).")
+    base_model: str = setting(
+        "", var="finetune_base_model",
+        help="Model to fine-tune (empty = llm_model): a packaged name, a transformers folder, or "
+             "models:/rag_llm/<version> to go on from a fine-tune.")
     eval_sets: str = setting(
         "sample", var="finetune_eval_sets",
         help="Comma list of eval sets (names in the eval_sets table) whose reference answers become examples.")
