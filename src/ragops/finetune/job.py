@@ -37,12 +37,13 @@ class FinetuneRun:
     model: dict[str, Any]  #: the registered rag_llm version
     seconds: float
     lineage: dict[str, Any] = field(default_factory=dict)
+    loss_curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  #: method → [{step, loss | eval_loss}]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _loss_plot(curves: dict[str, list[dict[str, Any]]]):
+def loss_plot(curves: dict[str, list[dict[str, Any]]]):
     """Training (and validation) loss per step, one panel per trainer."""
     import matplotlib
 
@@ -109,7 +110,7 @@ def run_finetune(lh: Lakehouse, settings: Settings) -> FinetuneRun:
                 trainers[method] = {"rows": len(train), "validation_rows": len(val), **result.metrics}
                 curves[method] = result.loss_curve
                 current, adapter = merge(current, result.adapter_dir, work / f"{method}-merged"), result.adapter_dir
-            mlflow.log_figure(_loss_plot(curves), "loss_curve.png")
+            mlflow.log_figure(loss_plot(curves), "loss_curve.png")
             lineage = {
                 "base_model": base_name, "method": cfg.method, **build.lineage,
                 "finetune_config_hash": config_hash(cfg), "git_commit": settings.git_commit,
@@ -123,4 +124,4 @@ def run_finetune(lh: Lakehouse, settings: Settings) -> FinetuneRun:
     seconds = round(time.perf_counter() - started, 1)
     log.info("registered %s (%s) in %.0fs", registered.uri, cfg.method, seconds)
     return FinetuneRun(run.info.run_id, cfg.method, build.to_dict(), device.to_dict(), trainers,
-                       registered.to_dict(), seconds, lineage)
+                       registered.to_dict(), seconds, lineage, curves)
