@@ -1,8 +1,17 @@
 """Log the RAG chain as an MLflow pyfunc (models-from-code), register it, tag its lineage, and
-give the new version the ``challenger`` alias."""
+give the new version the ``challenger`` alias.
+
+When ``llm_model`` names a registered fine-tune (``models:/rag_llm/<version>`` or ``@<alias>``), the
+alias is pinned to its version now (the chain config and the ``llm`` identity record
+``models:/rag_llm/<version>``; lineage adds ``llm_model_uri``, ``llm_model_version`` and the LLM
+version's own tags as ``llm_<tag>``), and its weights travel with the chain as the ``llm_weights``
+artifact (the GGUF llama.cpp runs for ``llm_backend=local``, the merged folder for
+``transformers``): a served chain never asks the registry for them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -13,7 +22,7 @@ from typing import Any
 
 import ragops
 from ragops.chain.prompts import ensure_prompts, resolve_prompt
-from ragops.config import Settings, config_hash
+from ragops.config import LLMConfig, Settings, config_hash
 from ragops.index.snapshot import SnapshotNotFoundError, SnapshotStore
 from ragops.llm import llm_identity
 from ragops.models.registry import model_name
@@ -58,14 +67,41 @@ def signature():
     ]))
 
 
-def _requirements() -> list[str]:
+def requirements(packages: list[str] | None = None) -> list[str]:
+    """``packages`` (default: the chain's) pinned to the versions installed here, where installed."""
     reqs = []
-    for name in SERVING_PACKAGES:
+    for name in SERVING_PACKAGES if packages is None else packages:
         try:
             reqs.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
             reqs.append(name)
     return reqs
+
+
+@dataclass
+class PinnedLLM:
+    """A registered LLM the chain answers with: its config pinned to a version, and the weights to pack."""
+
+    config: LLMConfig
+    weights: Path
+    lineage: dict[str, Any]
+
+
+def pin_llm(llm: LLMConfig) -> PinnedLLM | None:
+    """For a local backend whose ``model`` is a ``models:/`` URI: the version it names now, its
+    weights in the form the backend runs (GGUF for llama.cpp, the merged folder for transformers)
+    and its lineage. None for any other model (packaged, a path, a remote one). The MLflow registry
+    must be configured (:func:`ragops.tracking.configure_mlflow`)."""
+    from ragops.weights.llm import is_registry_uri, resolve_gguf_path, resolve_registered_llm
+
+    if llm.backend not in ("local", "transformers") or not is_registry_uri(llm.model):
+        return None
+    reg = resolve_registered_llm(llm.model)
+    weights = resolve_gguf_path(str(reg.path), llm.gguf_type) if llm.backend == "local" else reg.path
+    lineage: dict[str, Any] = {f"llm_{k}": v for k, v in sorted(reg.tags.items()) if not k.startswith("mlflow.")}
+    lineage.update({"llm_model_uri": reg.uri, "llm_model_version": reg.version, "llm_model_requested": llm.model,
+                    "llm_run_id": reg.run_id})
+    return PinnedLLM(dataclasses.replace(llm, model=reg.uri), Path(weights), lineage)
 
 
 def lineage_of(settings: Settings, manifest, prompt) -> dict[str, Any]:
@@ -94,7 +130,12 @@ def log_chain(settings: Settings, alias: str = "challenger") -> LoggedChain:
         raise SnapshotNotFoundError(f"no index snapshot under {settings.index_root}; run ingest_job first")
     ensure_prompts(settings.chain.prompt_alias)
     prompt = resolve_prompt(settings.chain.prompt_name, settings.chain.prompt_alias)
+    pinned = pin_llm(settings.llm)
+    if pinned is not None:  # the chain records the pinned version, and packs its weights
+        settings = dataclasses.replace(settings, chain=dataclasses.replace(settings.chain, llm=pinned.config))
     lineage = lineage_of(settings, manifest, prompt)
+    if pinned is not None:
+        lineage.update(pinned.lineage)
     config = {
         "chain": asdict(settings.chain),
         "embedding": asdict(settings.embedding),
@@ -102,6 +143,8 @@ def log_chain(settings: Settings, alias: str = "challenger") -> LoggedChain:
         "prompt": prompt.to_dict(),
         "lineage": lineage,
     }
+    if pinned is not None:  # loading.chain_from_artifacts then insists on the packed weights
+        config["llm_weights"] = pinned.weights.name
     name = model_name(settings)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"rag_chain {manifest.snapshot_id}") as run:
         cfg_path = Path(tmp) / "chain_config.json"
@@ -116,14 +159,17 @@ def log_chain(settings: Settings, alias: str = "challenger") -> LoggedChain:
         })
         mlflow.set_tags({f"ragops.{k}": str(v) for k, v in lineage.items()})
         mlflow.log_dict(manifest.to_dict(), "index_manifest.json")
+        artifacts = {"chain_config": str(cfg_path), "index_snapshot": str(store.snapshots / manifest.snapshot_id)}
+        if pinned is not None:
+            artifacts["llm_weights"] = str(pinned.weights)
         info = mlflow.pyfunc.log_model(
             name="rag_chain",
             python_model=str(MODEL_CODE),
-            artifacts={"chain_config": str(cfg_path), "index_snapshot": str(store.snapshots / manifest.snapshot_id)},
+            artifacts=artifacts,
             code_paths=[str(PACKAGE_DIR)],
             signature=signature(),
             input_example=INPUT_EXAMPLE,
-            pip_requirements=_requirements(),
+            pip_requirements=requirements(),
             registered_model_name=name,
             metadata={"ragops_lineage": lineage},
         )

@@ -66,7 +66,8 @@ class RagChainModel(PythonModel):
     def load_context(self, context) -> None:
         from ragops.models.loading import chain_from_artifacts
 
-        self.chain = chain_from_artifacts(context.artifacts["chain_config"], context.artifacts["index_snapshot"])
+        self.chain = chain_from_artifacts(context.artifacts["chain_config"], context.artifacts["index_snapshot"],
+                                          context.artifacts.get("llm_weights"))
         self.chain.warm()
 
     def _one(self, question: str, history: list[dict[str, str]],
