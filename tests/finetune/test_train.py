@@ -176,6 +176,15 @@ def test_sft_with_packing_runs_on_the_cpu(tiny_base, tmp_path):
     assert result.device.packing and result.metrics["steps"] == 2 and result.metrics["train_tokens"] > 0
 
 
+def test_rows_longer_than_max_length_are_counted_and_warned_about(tiny_base, tmp_path, caplog):
+    long = sft_row(0)
+    long["completion"] = [{"role": "assistant", "content": "Widget 0 is blue. " * 40}]
+    with caplog.at_level("WARNING", logger="ragops.finetune.train"):
+        result = train_sft(tiny_base, [long, sft_row(1)], [], fast_cfg(max_steps=1, max_length=64), tmp_path)
+    assert result.metrics["truncated_rows"] == 1
+    assert "1 of 2 training rows are longer than finetune_max_length=64" in caplog.text
+
+
 def test_no_rows_or_misshapen_rows_are_clear_errors(tiny_base, tmp_path):
     with pytest.raises(RagopsError, match="no training rows for sft"):
         train_sft(tiny_base, [], [], fast_cfg(), tmp_path)

@@ -30,7 +30,8 @@ also ``rewards/accuracies`` and ``rewards/margins`` for DPO, from that evaluatio
 step), ``steps``, ``train_tokens`` (non-pad tokens the trainer fed the model, TRL's ``num_tokens``;
 DPO counts the prompt with both answers), ``train_s`` (time inside optimizer steps: no evaluation,
 no loading), ``tokens_per_s`` (= train_tokens / train_s), ``wall_s`` (the whole call) and
-``peak_memory_mb`` (``torch.cuda.max_memory_allocated`` on a GPU, else the process's peak RSS).
+``peak_memory_mb`` (``torch.cuda.max_memory_allocated`` on a GPU, else the process's peak RSS), and
+``truncated_rows`` (training rows longer than ``max_length`` tokens, whose answers TRL cuts: a warning).
 While an MLflow run is active, every logged step goes to it as ``<method>/<key>`` (``sft/loss``,
 ``dpo/rewards/margins``...), and the final metrics too. No run is started here.
 """
@@ -199,6 +200,20 @@ def _library_deprecations_ignored():
         yield
 
 
+def _too_long(tokenizer, method: str, rows: list[dict], max_length: int) -> int:
+    """Rows whose conversation is longer than ``max_length`` tokens: TRL cuts them at the end (keep_start),
+    so the answer loses tokens (or all of them: no loss at all from that row)."""
+    answers = ("completion",) if method == "sft" else ("chosen", "rejected")
+    n = 0
+    for row in rows:
+        for key in answers:
+            text = tokenizer.apply_chat_template(row["prompt"] + row[key], tokenize=False)
+            if len(tokenizer(text, add_special_tokens=False).input_ids) > max_length:
+                n += 1
+                break
+    return n
+
+
 def _quiet_hf() -> None:
     if not progress_enabled():
         import datasets
@@ -270,6 +285,10 @@ def _run(method: str, base_dir: Path, train_rows: list[dict], val_rows: list[dic
     if device.kind == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model, tokenizer = _load(base_dir, device)
+    truncated = _too_long(tokenizer, method, train_rows, cfg.max_length)
+    if truncated:
+        log.warning("%s: %d of %d training rows are longer than finetune_max_length=%d tokens and lose the end of "
+                    "their answer", method, truncated, len(train_rows), cfg.max_length)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / f".trainer-{uuid.uuid4().hex[:8]}"
     args = _common_args(method, cfg, device, work, bool(val_rows),
@@ -310,6 +329,7 @@ def _run(method: str, base_dir: Path, train_rows: list[dict], val_rows: list[dic
         "steps": float(trainer.state.global_step),
         "train_tokens": float(callback.train_tokens or trainer.state.num_input_tokens_seen or 0),
         "train_s": round(callback.train_s, 3),
+        "truncated_rows": float(truncated),
     }
     metrics["tokens_per_s"] = round(metrics["train_tokens"] / callback.train_s, 1) if callback.train_s > 0 else 0.0
     if val_rows and "loss" in callback.eval_metrics:
