@@ -167,7 +167,8 @@ def _metrics_callback(method: str, kind: str):
                 import mlflow
 
                 per_step = {f"{method}/{k}": v for k, v in logs.items()
-                            if k not in {"epoch", "total_flos"} and not k.startswith("train_")}
+                            if k not in {"epoch", "total_flos"} and not k.startswith("train_")
+                            and not k.endswith(("_runtime", "_per_second"))}
                 if per_step:
                     mlflow.log_metrics(per_step, step=step)
 
