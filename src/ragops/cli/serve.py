@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ask", help="ask the registered RAG chain a question")
     p.add_argument("question")
     add_model_uri(p)
-    p.add_argument("--json", action="store_true", help="answer, sources, usage and timings as one JSON object")
+    p.add_argument("--json", action="store_true", help="answer, sources, usage, timings and lineage as one JSON object")
     p.add_argument("--trace", action="store_true",
                    help="record an MLflow trace of the answer and print its id (costs ~2-4 s: MLflow's import "
                         "and store)")

@@ -20,6 +20,7 @@ from typing import Any
 import ragops
 from ragops.chain import RagChain
 from ragops.config import Settings, config_hash
+from ragops.evaluation.eval_sets import ensure_eval_set
 from ragops.finetune.datasets import DatasetBuild, build_datasets, read_dpo, read_sft
 from ragops.lakehouse.base import Lakehouse
 from ragops.tracking import configure_mlflow
@@ -83,6 +84,13 @@ def run_finetune(lh: Lakehouse, settings: Settings) -> FinetuneRun:
     started = time.perf_counter()
     cfg = settings.finetune
     configure_mlflow(settings)
+    if settings.evaluation.eval_set in cfg.eval_set_names:
+        # the gates' eval set, registered from eval_source as evaluate_job does (a new version only if changed)
+        ensure_eval_set(lh, settings.evaluation)
+        if not cfg.holdout_eval_set:
+            log.warning("fine-tuning on eval set %r, which evaluate_job's gates score: their numbers will be "
+                        "optimistic (its train split is learned); set finetune_holdout_eval_set to a set the gates "
+                        "use instead", settings.evaluation.eval_set)
     chain = RagChain.from_settings(settings)
     build = build_datasets(lh, settings, chain)
     base_name = cfg.base_model or settings.llm.model

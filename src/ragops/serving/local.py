@@ -93,13 +93,14 @@ def _answer(out: dict[str, Any], model_uri: str, version: str | None, timings: d
         "trace_id": out.get("trace_id"),
         "usage": out.get("usage", {}),
         "timings": {**out.get("timings", {}), **{k: round(v, 4) for k, v in timings.items()}},
+        "lineage": out.get("lineage", {}),  # index snapshot, prompt version, config hash, the LLM (rag_llm version)
     }
 
 
 def ask(settings: Settings, question: str, model_uri: str | None = None, *, trace: bool = False) -> dict[str, Any]:
     """Answer one question from ``model_uri`` (default: ``@champion``, else ``@challenger``): answer,
     sources, model version, usage, timings (``ttft_s``, ``total_s`` of the model call; ``resolve_s``,
-    ``load_s`` before it) and, with ``trace=True``, the MLflow trace id."""
+    ``load_s`` before it), the lineage it was built from and, with ``trace=True``, the MLflow trace id."""
     started = time.perf_counter()
     ref, shown = resolve_version(settings, model_uri)
     resolved = time.perf_counter()
