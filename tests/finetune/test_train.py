@@ -202,6 +202,8 @@ def test_an_active_mlflow_run_gets_each_step_and_the_final_metrics(tiny_base, tm
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
+        # an experiment of this store: another test may have left its own (unknown here) active
+        mlflow.set_experiment("train-metrics")
         with mlflow.start_run() as run:
             train_sft(tiny_base, [sft_row(i) for i in range(4)], [], fast_cfg(max_steps=2), tmp_path / "sft")
         client = mlflow.MlflowClient()

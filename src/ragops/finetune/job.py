@@ -27,6 +27,10 @@ from ragops.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
 
+#: Validation rows the trainers score (each evaluation is a forward pass over all of them, several
+#: times per run): a fixed subset keeps eval_loss comparable across runs and cheap on a CPU.
+MAX_VALIDATION_ROWS = 64
+
 
 @dataclass
 class FinetuneRun:
@@ -70,7 +74,7 @@ def loss_plot(curves: dict[str, list[dict[str, Any]]]):
 def _train_rows(lh: Lakehouse, build: DatasetBuild, method: str) -> tuple[list[dict], list[dict]]:
     reader, version = (read_sft, build.sft_table_version) if method == "sft" else (read_dpo, build.dpo_table_version)
     return (reader(lh, build.build_id, "train", version=version),
-            reader(lh, build.build_id, "validation", version=version))
+            reader(lh, build.build_id, "validation", version=version)[:MAX_VALIDATION_ROWS])
 
 
 def run_finetune(lh: Lakehouse, settings: Settings) -> FinetuneRun:
