@@ -34,7 +34,8 @@ JOB_OF = {"04_rag_chain": "rag_chain_job", "05_evaluate": "evaluate_job", "06_ex
 EXTRA_PARAMETERS = {"04_rag_chain": {"llm_max_new_tokens": "16"},
                     "05_evaluate": {"eval_answers": "false"},
                     "06_experiments": {"sweep_chunk_strategies": "recursive", "sweep_search_modes": "vector,hybrid"},
-                    "07_gateway": {"llm_max_new_tokens": "16", "port": "18765"}}
+                    "07_gateway": {"llm_max_new_tokens": "16", "port": "18765"},
+                    "09_finetune": {"max_steps": "1"}}
 ALL_NOTEBOOKS = sorted({*NOTEBOOK_DIR.glob("*.ipynb"), *(NOTEBOOK_DIR / f"{n}.ipynb" for n in PIPELINE)})
 
 #: One file per loader the pipeline notebooks exercise, plus one that must be rejected.
@@ -266,3 +267,16 @@ def test_07_gateway_answers_the_openai_sdk_and_logs_every_request_and_the_feedba
                                             "rating": -1}]
     assert feedback["request_id"][0] in set(served["request_id"])
     assert "notebook" in shown(nb, "inference_log") and "missing the HTTP port" in shown(nb, "feedback_rows")
+
+
+def test_09_finetune_trains_registers_and_compares_the_answers(notebooks: NotebookRun):
+    notebooks.upto("03_index_sync")  # an index to retrieve the training contexts from
+    nb = notebooks.execute("09_finetune")
+
+    assert "train" in shown(nb, "datasets") and "dont_know" in shown(nb, "kinds")
+    assert "tokens_per_s" in shown(nb, "trainers")
+    assert "image/png" in {m for c in nb.cells if "loss" in c.metadata.get("tags", [])
+                           for out in c.get("outputs", []) for m in out.get("data", {})}
+    assert "models:/rag_llm/1" in shown(nb, "lineage") and "dataset_build_id" in shown(nb, "lineage")
+    compare = shown(nb, "compare")
+    assert "SmolLM2-135M-Instruct" in compare and "models:/rag_llm/1" in compare

@@ -49,14 +49,13 @@ class FinetuneRun:
 
 
 def loss_plot(curves: dict[str, list[dict[str, Any]]]):
-    """Training (and validation) loss per step, one panel per trainer."""
-    import matplotlib
+    """Training (and validation) loss per step, one panel per trainer: a matplotlib ``Figure``
+    (built without pyplot, so it changes no global backend)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.2), squeeze=False)
-    for ax, (method, curve) in zip(axes[0], curves.items(), strict=True):
+    fig = Figure(figsize=(5 * max(1, len(curves)), 3.2))
+    axes = fig.subplots(1, max(1, len(curves)), squeeze=False)[0]
+    for ax, (method, curve) in zip(axes, curves.items(), strict=False):
         train = [(p["step"], p["loss"]) for p in curve if "loss" in p]
         val = [(p["step"], p["eval_loss"]) for p in curve if "eval_loss" in p]
         if train:
