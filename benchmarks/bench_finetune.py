@@ -33,7 +33,7 @@ from _common import loadavg, machine_info, now_iso, write_result  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 BENCH = Path("/tmp/ragops-bench")
-METRICS = ("token_f1", "exact_match", "answer_contains", "groundedness", "abstention", "answer_relevance",
+METRICS = ("answer_f1", "exact_match", "answer_contains", "groundedness", "abstention", "answer_relevance",
            "recall@5")
 
 
