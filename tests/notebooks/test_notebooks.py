@@ -35,7 +35,7 @@ EXTRA_PARAMETERS = {"04_rag_chain": {"llm_max_new_tokens": "16"},
                     "05_evaluate": {"eval_answers": "false"},
                     "06_experiments": {"sweep_chunk_strategies": "recursive", "sweep_search_modes": "vector,hybrid"},
                     "07_gateway": {"llm_max_new_tokens": "16", "port": "18765"},
-                    "09_finetune": {"max_steps": "1"}}
+                    "09_finetune": {"max_steps": "1", "finetune_grad_accum": "1"}}
 ALL_NOTEBOOKS = sorted({*NOTEBOOK_DIR.glob("*.ipynb"), *(NOTEBOOK_DIR / f"{n}.ipynb" for n in PIPELINE)})
 
 #: One file per loader the pipeline notebooks exercise, plus one that must be rejected.
