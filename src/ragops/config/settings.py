@@ -321,7 +321,7 @@ class FinetuneConfig:
     validation_share: float = setting(0.2, var="finetune_validation_share",
                                       help="Share of split groups held out for validation.")
     dont_know_share: float = setting(
-        0.2, var="finetune_dont_know_share",
+        0.05, var="finetune_dont_know_share",
         help="Share of answerable questions also written with their source removed from the context and \"I don't "
              "know\" as the answer.")
     feedback: bool = setting(True, var="finetune_feedback",
