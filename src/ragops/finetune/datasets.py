@@ -55,7 +55,8 @@ from ragops.chain.prompts import DONT_KNOW
 from ragops.config import Settings, config_hash
 from ragops.errors import RagopsError
 from ragops.evaluation.eval_sets import EvalSet, RatedRequest, rated_requests, read_eval_set
-from ragops.evaluation.harness import answerable
+from ragops.evaluation.harness import answerable, as_list
+from ragops.evaluation.synthetic import answer_in_text
 from ragops.lakehouse.base import Lakehouse
 from ragops.llm.messages import to_dicts
 from ragops.progress import progress
@@ -88,12 +89,6 @@ def _hash(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None or (not isinstance(value, (list, tuple)) and not hasattr(value, "tolist") and pd.isna(value)):
-        return []
-    return [str(v) for v in (value.tolist() if hasattr(value, "tolist") else value) if str(v).strip()]
-
-
 # --- the split ------------------------------------------------------------------------------
 
 
@@ -120,10 +115,10 @@ def _keys(row: dict[str, Any], split_by: str) -> list[str]:
     """What ties a question to others: its documents (``doc:``) or its first tag (``tag:``); a
     question with neither is a group of its own (its normalised text, so repeats stay together)."""
     if split_by == "tag":
-        tags = _as_list(row.get("tags"))
+        tags = as_list(row.get("tags"))
         keys = [f"tag:{tags[0]}"] if tags else []
     else:
-        keys = [f"doc:{d}" for d in _as_list(row.get("expected_doc_ids"))]
+        keys = [f"doc:{d}" for d in as_list(row.get("expected_doc_ids"))]
     return keys or [f"q:{_norm(row['question'])}"]
 
 
@@ -171,12 +166,12 @@ class _Question:
 def _eval_questions(es: EvalSet) -> list[_Question]:
     out = []
     for row in es.frame.to_dict("records"):
-        answers = _as_list(row.get("expected_answers"))
+        answers = as_list(row.get("expected_answers"))
         if answerable(row) and not answers:
             continue  # a retrieval-only question: nothing to learn to say
         out.append(_Question(str(row["question_id"]), str(row["question"]), answers[0] if answers else None,
-                             _as_list(row.get("expected_doc_ids")), f"eval_set:{es.name}@{es.version}",
-                             tags=_as_list(row.get("tags"))))
+                             as_list(row.get("expected_doc_ids")), f"eval_set:{es.name}@{es.version}",
+                             tags=as_list(row.get("tags"))))
     return out
 
 
@@ -204,8 +199,7 @@ def _supports(results, q: _Question) -> bool:
     the answer's words appear in it (corrected feedback has no judged documents)."""
     if q.doc_ids and any(r.doc_id in q.doc_ids for r in results):
         return True
-    answer = _norm(q.answer or "")
-    return bool(answer) and any(answer in _norm(r.text) for r in results)
+    return bool(q.answer) and any(answer_in_text(q.answer, r.text) for r in results)
 
 
 @dataclass
