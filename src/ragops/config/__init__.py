@@ -16,6 +16,7 @@ from ragops.config.settings import (
     IndexConfig,
     IngestConfig,
     LLMConfig,
+    MonitoringConfig,
     SettingInfo,
     Settings,
     SettingsError,
@@ -25,5 +26,6 @@ from ragops.config.settings import (
 )
 
 __all__ = ["CHUNK_STRATEGIES", "ENGINES", "SEARCH_MODES", "SETTINGS_BY_VARIABLE", "ChainConfig", "ChunkingConfig",
-           "EmbeddingConfig", "EvaluationConfig", "FinetuneConfig", "IndexConfig", "IngestConfig", "LLMConfig", "SettingInfo",
+           "EmbeddingConfig", "EvaluationConfig", "FinetuneConfig", "IndexConfig", "IngestConfig", "LLMConfig", "MonitoringConfig",
+           "SettingInfo",
            "Settings", "SettingsError", "config_hash", "list_settings", "setting"]

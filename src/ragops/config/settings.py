@@ -14,7 +14,7 @@ type), :func:`list_settings` (what ``ragops bundle validate`` compares with the 
 
 Variable names follow one rule: **the section's prefix + the field name**, without doubling a
 prefix the field already has. The prefixes are ``chunk_`` (ChunkingConfig), ``embedding_``,
-``llm_``, ``chain_``, ``eval_`` and ``finetune_``; ``Settings``, ``IngestConfig`` and ``IndexConfig`` fields have
+``llm_``, ``chain_``, ``eval_``, ``finetune_`` and ``monitor_``; ``Settings``, ``IngestConfig`` and ``IndexConfig`` fields have
 names that are specific on their own (``catalog``, ``id_column``, ``hnsw_m``, ``rrf_k``) and no
 prefix. Five names predate the rule and are kept because users pass them (``--var ...``):
 ``max_document_bytes`` / ``min_document_chars`` (ingest.max_bytes / min_chars), ``search_mode`` /
@@ -382,6 +382,86 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """The monitor job: windowed metrics over the inference log and feedback, drift, freshness, alerts."""
+
+    window: str = setting("1h", var="monitor_window",
+                          help="Length of a metrics window (a pandas duration: 15min, 1h, 1d).")
+    prices: str = setting(
+        "", var="monitor_prices",
+        help="Price per 1k tokens per route for the estimated cost, e.g. rag_chain=0.002,*=0.001 (* = any other "
+             "route; empty = no cost metric).")
+    alerts: str = setting("data/monitoring/alerts.yml", var="monitor_alerts", kind="location",
+                          help="Alert rules: thresholds on monitoring metrics, by tier (page | warn | info).")
+    webhook: str = setting("", var="monitor_webhook",
+                           help="URL that receives a JSON POST when an alert fires or clears (empty = none).")
+    groundedness_sample: int = setting(
+        50, var="monitor_groundedness_sample",
+        help="Answers per window, route and model version scored for groundedness (0 = none).")
+    drift_eval_set: str = setting(
+        "", var="monitor_drift_eval_set",
+        help="Eval set whose questions are the drift reference (empty = eval_set).")
+    drift_sample: int = setting(500, var="monitor_drift_sample",
+                                help="Most recent queries per window compared with the drift reference.")
+    drift_min_queries: int = setting(50, var="monitor_drift_min_queries",
+                                     help="Fewest queries in a window for a drift statistic to be computed.")
+    feedback_eval_set: str = setting(
+        "feedback_candidates", var="monitor_feedback_eval_set",
+        help="Eval set that down-voted and corrected answers are written to, pending review.")
+    inference_table: str = setting(
+        "", var="monitor_inference_table",
+        help="On Databricks: the serving endpoint's inference table (catalog.schema.table) read instead of "
+             "inference_log (empty = inference_log).")
+    jobs_root: str = setting("", var="monitor_jobs_root", kind="location",
+                             help="Folder of the local runner's run records (empty = <bundle root>/.ragops/runs).")
+
+    def __post_init__(self) -> None:
+        try:
+            import pandas as pd
+
+            td = pd.Timedelta(self.window)
+        except (ValueError, TypeError):
+            raise SettingsError(f"monitor_window={self.window!r}: use a duration such as 15min, 1h or 1d",
+                                "monitor_window") from None
+        if td <= pd.Timedelta(0):
+            raise SettingsError(f"monitor_window={self.window!r} must be positive", "monitor_window")
+        _ = self.price_table  # parses, or raises SettingsError
+        for name, value in (("monitor_groundedness_sample", self.groundedness_sample),
+                            ("monitor_drift_sample", self.drift_sample),
+                            ("monitor_drift_min_queries", self.drift_min_queries)):
+            if value < 0:
+                raise SettingsError(f"{name} must be 0 or more", name)
+
+    @property
+    def window_seconds(self) -> int:
+        import pandas as pd
+
+        return int(pd.Timedelta(self.window).total_seconds())
+
+    @property
+    def price_table(self) -> dict[str, float]:
+        """``{route: price per 1k tokens}``; ``*`` prices any other route."""
+        out: dict[str, float] = {}
+        for part in self.prices.split(","):
+            if not part.strip():
+                continue
+            route, eq, price = part.partition("=")
+            try:
+                value = float(price)
+            except ValueError:
+                value = -1.0
+            if not eq or not route.strip() or value < 0:
+                raise SettingsError(f"monitor_prices={self.prices!r}: write route=price per 1k tokens, comma separated "
+                                    "(e.g. rag_chain=0.002,*=0.001)", "monitor_prices")
+            out[route.strip()] = value
+        return out
+
+    def price_of(self, route: str) -> float | None:
+        table = self.price_table
+        return table.get(route, table.get("*"))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a job needs to know about one target."""
 
@@ -407,6 +487,7 @@ class Settings:
     chain: ChainConfig = field(default_factory=ChainConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     mlflow_tracking_uri: str = setting(
         "", var="mlflow_tracking_uri",
         help='Empty = sqlite under root (local); "databricks" on a workspace (models go to Unity Catalog).')

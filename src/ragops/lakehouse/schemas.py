@@ -168,6 +168,7 @@ FEEDBACK = _spec(
         pa.field("user_id", pa.string()),
         pa.field("created_at", TS),
     ],
+    cdf=True,  # the monitor job reads only new feedback
     doc="User feedback on served answers, joined to inference_log by request_id.",
 )
 
@@ -202,6 +203,7 @@ INFERENCE_LOG = _spec(
         pa.field("guardrails", pa.string()),  # JSON list of guardrail outcomes
         pa.field("truncated", pa.bool_()),  # a field was cut to the log's size limit
     ],
+    cdf=True,  # the monitor job reads only rows it has not seen (ragops.monitoring)
     doc="Every request the serving gateway answered (or refused).",
 )
 
@@ -250,10 +252,75 @@ FINETUNE_DPO = _spec(
     doc="Preference pairs (chosen / rejected answers to the same chain prompt) for DPO.",
 )
 
+# Monitoring (ragops.monitoring). One row per window, route, model version and metric; route and
+# model_version are "" for what belongs to no route (drift, index freshness, pipeline health).
+MONITORING_METRICS = _spec(
+    "monitoring_metrics",
+    ("window_start", "route", "model_version", "metric"),
+    [
+        pa.field("window_start", TS, nullable=False),
+        pa.field("window_end", TS, nullable=False),
+        pa.field("route", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),  # e.g. latency_p95_ms, error_rate, drift_auc_reference
+        pa.field("value", pa.float64()),  # null: not defined in this window (no feedback, too few queries)
+        pa.field("count", pa.int64()),  # the observations behind the value (requests, ratings, queries)
+        pa.field("state", pa.string()),  # JSON: the mergeable aggregate the value came from (incremental runs)
+        pa.field("otel_name", pa.string()),  # the OpenTelemetry GenAI name where one exists
+        pa.field("source_version", pa.int64()),  # inference_log version the window was computed up to
+        pa.field("computed_at", TS),
+    ],
+    doc="Windowed serving metrics per route and model version, plus drift, freshness and pipeline health.",
+)
+
+ALERTS = _spec(
+    "alerts",
+    ("alert_id",),
+    [
+        # One row per incident: a hash of (rule, route, model_version, fired_at); clearing updates it.
+        pa.field("alert_id", pa.string(), nullable=False),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("tier", pa.string(), nullable=False),  # page | warn | info
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("route", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # firing | cleared
+        pa.field("condition", pa.string()),  # e.g. "latency_p95_ms > 2000"
+        pa.field("value", pa.float64()),  # the value that fired it
+        pa.field("last_value", pa.float64()),  # the latest value seen (the one that cleared it)
+        pa.field("threshold", pa.float64()),
+        pa.field("message", pa.string()),
+        pa.field("window_start", TS),  # the window that fired it
+        pa.field("fired_at", TS, nullable=False),
+        pa.field("cleared_at", TS),
+        pa.field("notified", pa.string()),  # webhook outcome: JSON {fired: ..., cleared: ...}
+    ],
+    doc="Alerts the monitor job raised, and when each cleared.",
+)
+
+MONITORING_RUNS = _spec(
+    "monitoring_runs",
+    ("run_id",),
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("started_at", TS, nullable=False),
+        pa.field("seconds", pa.float64()),
+        pa.field("mode", pa.string()),  # full | incremental | unchanged
+        pa.field("inference_log_version", pa.int64()),  # read up to (the next run starts after it)
+        pa.field("feedback_version", pa.int64()),
+        pa.field("rows_read", pa.int64()),
+        pa.field("windows", pa.int64()),  # windows recomputed
+        pa.field("metrics_written", pa.int64()),
+        pa.field("alerts_firing", pa.int64()),
+        pa.field("summary", pa.string()),  # JSON: drift, freshness, pipeline health, feedback candidates
+    ],
+    doc="Each monitor job run: what it read (the watermark of the next run) and what it found.",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
     for t in (RAW_DOCUMENTS, REJECTED_DOCUMENTS, CHUNKS, EMBEDDINGS, EVAL_SETS, EVAL_RESULTS, FEEDBACK, INFERENCE_LOG,
-              FINETUNE_SFT, FINETUNE_DPO)
+              FINETUNE_SFT, FINETUNE_DPO, MONITORING_METRICS, ALERTS, MONITORING_RUNS)
 }
 
 
