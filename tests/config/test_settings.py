@@ -20,7 +20,8 @@ from ragops.config import (
 CHOICES = {"engine": "spark", "chunk_strategy": "token", "llm_backend": "openai", "chain_search_mode": "keyword",
            "eval_harness": "direct", "embedding_dtype": "bfloat16", "embedding_runtime": "torch",
            "llm_gguf_type": "q8_0", "finetune_method": "sft+dpo", "finetune_split_by": "tag", "finetune_device": "cpu",
-           "finetune_validation_share": "0.3", "finetune_dont_know_share": "0.2", "finetune_eval_sets": "a,b"}
+           "finetune_validation_share": "0.3", "finetune_dont_know_share": "0.2", "finetune_eval_sets": "a,b",
+           "monitor_window": "15min", "monitor_prices": "rag_chain=0.002,*=0.001"}
 
 #: settings whose non-default value is valid only with another one
 NEEDS = {"embedding_dtype": {"embedding_runtime": "torch"}}

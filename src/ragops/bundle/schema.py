@@ -34,8 +34,10 @@ def _models() -> dict[str, Any]:
     from databricks.bundles.apps import App
     from databricks.bundles.jobs import Job
     from databricks.bundles.model_serving_endpoints import ModelServingEndpoint
+    from databricks.bundles.quality_monitors import QualityMonitor
 
-    return {"jobs": Job, "model_serving_endpoints": ModelServingEndpoint, "apps": App}
+    return {"jobs": Job, "model_serving_endpoints": ModelServingEndpoint, "apps": App,
+            "quality_monitors": QualityMonitor}
 
 
 def _unlocal(node: Any) -> Any:
