@@ -666,6 +666,24 @@ def test_health_and_metrics(gw):
     assert value("ragops_gateway_inference_log_queue_depth") == 3.0
 
 
+def test_metrics_carry_the_opentelemetry_genai_names(gw):
+    """gen_ai.client.operation.duration, gen_ai.client.token.usage and gen_ai.server.time_to_first_token,
+    as the OTel → Prometheus translation names them, labelled by operation, requested and answering model."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gw.chat()
+    gw.chat()
+    families = {f.name: f for f in text_string_to_metric_families(gw.client.get("/metrics").text)}
+    duration = families["gen_ai_client_operation_duration_seconds"]
+    counts = [s for s in duration.samples if s.name.endswith("_count")
+              and s.labels["gen_ai_request_model"] == "rag_chain" and s.labels["error_type"] == ""]
+    assert counts and counts[0].labels["gen_ai_operation_name"] == "chat" and counts[0].value >= 2
+    assert counts[0].labels["gen_ai_response_model"] not in ("", "-")
+    tokens = families["gen_ai_client_token_usage"]
+    output = [s for s in tokens.samples if s.name.endswith("_sum") and s.labels["gen_ai_token_type"] == "output"]
+    assert output and output[0].value >= 6  # the fake answers with a few completion tokens per request
+
+
 def test_feedback_on_a_served_request_and_404_for_an_unknown_one(gw):
     request_id = gw.chat().json()["id"]
     auth = {"Authorization": f"Bearer {KEYS['alice']}"}

@@ -57,6 +57,7 @@ from ragops.serving.gateway.backends import (
     Question,
     make_backend,
 )
+from ragops.serving.gateway.journal import model_name_of
 from ragops.serving.gateway.limits import RateLimiter, Verdict
 
 if TYPE_CHECKING:
@@ -335,6 +336,21 @@ class Metrics:
         self.guardrail_blocks = Counter("ragops_gateway_guardrail_blocks",
                                         "Requests blocked or answers refused by a guardrail, by route and check",
                                         ["route", "check"], registry=r)
+        # The OpenTelemetry GenAI semantic conventions' client metrics, under the names the OTel →
+        # Prometheus translation gives them (dots → underscores, the unit "s" as a _seconds suffix) and
+        # with the advisory bucket boundaries of the spec, so GenAI dashboards built on OTel read them as is.
+        self.gen_ai_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds", "GenAI operation duration (gen_ai.client.operation.duration)",
+            ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"], registry=r,
+            buckets=(.01, .02, .04, .08, .16, .32, .64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92))
+        self.gen_ai_tokens = Histogram(
+            "gen_ai_client_token_usage", "Tokens used per operation (gen_ai.client.token.usage)",
+            ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model", "gen_ai_token_type"],
+            registry=r, buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304))
+        self.gen_ai_ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds", "Time to the first token (gen_ai.server.time_to_first_token)",
+            ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model"], registry=r,
+            buckets=(.001, .005, .01, .02, .04, .06, .08, .1, .25, .5, .75, 1, 2.5, 5, 7.5, 10))
         self.log_depth = Gauge("ragops_gateway_inference_log_queue_depth",
                                "Inference-log rows recorded but not yet in Delta", registry=r,
                                multiprocess_mode="livesum")
@@ -513,6 +529,18 @@ class Gateway:
                 self.metrics.ttft.labels(label_route, target).observe(first / 1000)
             self.metrics.tokens.labels(label_route, target, "prompt").inc(rec.prompt_tokens)
             self.metrics.tokens.labels(label_route, target, "completion").inc(rec.completion_tokens)
+        # gen_ai.request.model is what the client asked for (the route); gen_ai.response.model the
+        # registered model version that answered.
+        name = model_name_of(rec.model_uri) or target or "-"
+        response_model = f"{name}/{rec.model_version}" if rec.model_version else name
+        m = self.metrics
+        m.gen_ai_duration.labels("chat", label_route, response_model,
+                                 "" if status == "ok" else status).observe(latency_ms / 1000)
+        if answer is not None:
+            if rec.ttft_ms is not None:
+                m.gen_ai_ttft.labels("chat", label_route, response_model).observe(rec.ttft_ms / 1000)
+            m.gen_ai_tokens.labels("chat", label_route, response_model, "input").observe(rec.prompt_tokens)
+            m.gen_ai_tokens.labels("chat", label_route, response_model, "output").observe(rec.completion_tokens)
 
     # --- shadow ---
     def start_shadow(self, request_id: str, key: KeyConfig, route: RouteConfig, target: Target,

@@ -117,7 +117,7 @@ def redact_secrets(text: str) -> str:
     return _SECRET_PATTERNS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}[REDACTED]", text)
 
 
-def _model_name(model_uri: str | None) -> str | None:
+def model_name_of(model_uri: str | None) -> str | None:
     """``models:/rag_chain@champion`` and ``models:/rag_chain/3`` → ``rag_chain``."""
     if not model_uri or not model_uri.startswith("models:/"):
         return None
@@ -193,7 +193,7 @@ def to_row(rec: InferenceRecord, max_field_chars: int) -> dict[str, Any]:
         "key_name": rec.key_name,
         "route": rec.route,
         "target": rec.target,
-        "model_name": _model_name(rec.model_uri),
+        "model_name": model_name_of(rec.model_uri),
         "model_uri": rec.model_uri,
         "model_version": None if rec.model_version is None else str(rec.model_version),
         "question": question,
