@@ -269,7 +269,7 @@ def run_monitor(lh, settings: Settings, *, now: pd.Timestamp | None = None, runs
     previous = last_run(lh) or {}
 
     if settings.monitoring.inference_table:
-        from ragops.monitoring.databricks import sync_inference_table
+        from ragops.monitoring.inference_table import sync_inference_table
 
         copied = sync_inference_table(lh, settings)
         log.info("monitor: %d new row(s) from the inference table %s", copied, settings.monitoring.inference_table)
