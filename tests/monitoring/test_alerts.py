@@ -252,6 +252,17 @@ def test_an_incident_of_a_removed_rule_is_cleared(env, tmp_path):
     assert list(table(lh2)["status"]) == ["cleared"]
 
 
+def test_an_incident_a_renamed_rule_no_longer_watches_is_cleared(env, tmp_path):
+    named = tmp_path / "named.yml"
+    named.write_text("warn:\n  - {metric: dont_know_rate, above: 0.5, name: lost users}\n")
+    settings, lh = env(monitor_alerts=str(named))
+    sync_alerts(lh, settings, metrics_frame([rows(0, "dont_know_rate", 0.9)]), now=T0 + HOUR)
+    named.write_text("warn:\n  - {metric: thumbs_up_rate, below: 0.5, name: lost users}\n")
+    changes = sync_alerts(lh, settings, metrics_frame([]), now=T0 + 2 * HOUR)
+    assert [a["metric"] for a in changes.cleared] == ["dont_know_rate"]
+    assert "no longer watches" in changes.cleared[0]["message"] and changes.firing == []
+
+
 # --- the webhook ----------------------------------------------------------------------------------
 
 class _Receiver:

@@ -434,7 +434,7 @@ def evaluate_alerts(
     now = _timestamp(now)
     m = _prepare_metrics(metrics)
     incidents = _open_incidents(open_alerts)
-    names = {r.name for r in rules.rules}
+    by_name = {r.name: r for r in rules.rules}
     rows: list[dict[str, Any]] = []
     fired: list[dict[str, Any]] = []
     cleared: list[dict[str, Any]] = []
@@ -496,8 +496,12 @@ def evaluate_alerts(
     for key, incident in incidents.items():
         if key in judged:
             continue
-        if incident["rule"] not in names:
+        rule = by_name.get(incident["rule"])
+        if rule is None:
             clear(incident, None, f"rule {incident['rule']!r} is no longer in {rules.source}")
+        elif not rule.matches(incident["metric"]) or rule.route not in (None, incident["route"]):
+            clear(incident, None, f"rule {rule.name!r} no longer watches {incident['metric']} on "
+                                  f"{_where(incident['route'], incident['model_version'])}")
         else:
             still_open[key] = incident  # its series has no data in this frame
 
@@ -557,6 +561,7 @@ def notify_webhook(url: str, changes: AlertChanges, *, timeout_s: float = 5.0) -
             status = int(response.status)
     except urllib.error.HTTPError as exc:
         status, error = int(exc.code), f"HTTP {exc.code} {exc.reason}"
+        exc.close()
     except urllib.error.URLError as exc:
         error = f"cannot reach the webhook: {exc.reason}"
     except (TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
