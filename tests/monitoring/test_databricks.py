@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from ragops.config import Settings
@@ -194,3 +195,44 @@ def test_sync_copies_only_new_requests(tmp_path):
         log = lh.read("inference_log")
     assert len(log) == len(first) + 1
     assert set(log["endpoint"]) == {"rag_chain_endpoint"}
+
+
+class FakeSpark:
+    """The two calls the sync makes of a Spark session (``table(...).columns``, ``sql(...).toArrow()``):
+    a Unity Catalog table cannot be read from here, so this stands at that edge and records the SQL."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame, self.queries = frame, []
+
+    def table(self, name: str):
+        return type("Table", (), {"columns": list(self.frame.columns)})()
+
+    def sql(self, query: str):
+        self.queries.append(query)
+        return type("Result", (), {"toArrow": lambda _self: pa.Table.from_pandas(self.frame, preserve_index=False)})()
+
+
+class LakehouseOnSpark:
+    """A real local lakehouse, plus the ``spark`` session the Spark engine has."""
+
+    def __init__(self, lh, spark: FakeSpark) -> None:
+        self._lh, self.spark = lh, spark
+
+    def __getattr__(self, name: str):
+        return getattr(self._lh, name)
+
+
+def test_a_unity_catalog_table_is_read_through_spark_from_the_newest_copied_row(tmp_path):
+    rows = pd.DataFrame(FIXTURE[:1]).assign(request_time=pd.Timestamp("2026-12-01T10:00:01Z"))
+    settings = Settings.from_variables({"root": str(tmp_path / "state"),
+                                        "monitor_inference_table": "main.ragops.rag_chain_endpoint_payload"})
+    spark = FakeSpark(rows)
+    with open_lakehouse(settings) as local:
+        with pytest.raises(MonitoringError, match="only the spark engine reads"):
+            sync_inference_table(local, settings)
+        lh = LakehouseOnSpark(local, spark)
+        assert sync_inference_table(lh, settings) == 1
+        assert spark.queries[-1] == "SELECT * FROM main.ragops.rag_chain_endpoint_payload"  # nothing copied yet
+        assert sync_inference_table(lh, settings) == 0
+    # the second read starts an hour (late arrivals) before the newest row already copied
+    assert spark.queries[-1].endswith("WHERE request_time >= TIMESTAMP '2026-12-01 09:00:01UTC'")

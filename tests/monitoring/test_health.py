@@ -125,7 +125,10 @@ def test_nothing_indexed_yet_says_none(make_settings):
     settings = make_settings()
     with open_lakehouse(settings) as lh:
         f = index_freshness(lh, settings)
-    assert f == Freshness(None, None, None, None, None, "none", None, None, 0, [])
+        assert f == Freshness(None, None, None, None, None, "none", None, None, 0, [])
+        lh.ensure_table("embeddings")  # created, nothing embedded yet: not behind on anything
+        empty = index_freshness(lh, settings)
+    assert (empty.serving, empty.embeddings_version, empty.lag_versions, empty.lag_seconds) == ("none", 0, 0, 0.0)
     assert not (settings.root / "mlflow.db").exists()  # looking for a champion created no registry
 
 

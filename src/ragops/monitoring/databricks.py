@@ -208,10 +208,13 @@ def _read_payload(lh, table: str, since: pd.Timestamp | None) -> pd.DataFrame:
     where = ""
     if since is not None:
         if "request_time" in columns:
-            where = f" WHERE request_time >= TIMESTAMP '{since.strftime('%Y-%m-%d %H:%M:%S')}'"
+            # the zone in the literal: Spark reads a bare one in the session's time zone
+            where = f" WHERE request_time >= TIMESTAMP '{since.strftime('%Y-%m-%d %H:%M:%S')}UTC'"
         elif "timestamp_ms" in columns:
             where = f" WHERE timestamp_ms >= {int(since.timestamp() * 1000)}"
-    return spark.sql(f"SELECT * FROM {table}{where}").toPandas()
+    # Through Arrow: timestamps keep their zone (toPandas would hand over naive session-time values),
+    # and request_metadata arrives as (key, value) pairs.
+    return spark.sql(f"SELECT * FROM {table}{where}").toArrow().to_pandas()
 
 
 def sync_inference_table(lh, settings: Settings) -> int:

@@ -160,7 +160,9 @@ def index_freshness(lh, settings: Settings, *, now: pd.Timestamp | None = None) 
 
     lag_versions: int | None = None
     lag_seconds: float | None = None
-    if version is not None:
+    if version is not None and snapshot_id is None and lh.read("embeddings", ["chunk_id"]).empty:
+        lag_versions, lag_seconds = 0, 0.0  # nothing embedded yet: nothing to be behind on
+    elif version is not None:
         served = source_version if source_version is not None else -1  # nothing served: every commit lags
         if snapshot_id is None or source_version is not None:
             lag_versions = max(0, version - served)
