@@ -213,7 +213,7 @@ def _health_rows(lh, settings: Settings, now: pd.Timestamp, window_s: int, runs_
 
     start = window_bounds(now, window_s)
     end = start + pd.Timedelta(seconds=window_s)
-    freshness = index_freshness(lh, settings)
+    freshness = index_freshness(lh, settings, now=now)
     jobs = pipeline_health(settings, runs_dir=runs_dir)
     rows = [*freshness_metrics(freshness, window_start=start, window_end=end),
             *pipeline_metrics(jobs, window_start=start, window_end=end, now=now),
@@ -269,7 +269,7 @@ def run_monitor(lh, settings: Settings, *, now: pd.Timestamp | None = None, runs
     previous = last_run(lh) or {}
 
     if settings.monitoring.inference_table:
-        from ragops.monitoring.inference_table import sync_inference_table
+        from ragops.monitoring.databricks import sync_inference_table
 
         copied = sync_inference_table(lh, settings)
         log.info("monitor: %d new row(s) from the inference table %s", copied, settings.monitoring.inference_table)
