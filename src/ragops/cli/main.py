@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 
-from ragops.cli import bundle, eval_set, gateway, guardrails, index, model, serve, settings, tables
+from ragops.cli import bundle, eval_set, gateway, guardrails, index, model, monitor, serve, settings, tables
 from ragops.cli import eval as evaluation  # (the module is cli/eval.py; this name keeps the builtin)
 from ragops.cli.common import CliError
 from ragops.errors import RagopsError
@@ -25,7 +25,7 @@ from ragops.logs import setup_logging
 log = logging.getLogger("ragops.cli")
 
 #: The command groups, in the order ``ragops --help`` lists them.
-GROUPS = (bundle, settings, index, serve, gateway, guardrails, model, evaluation, eval_set, tables)
+GROUPS = (bundle, settings, index, serve, gateway, guardrails, model, evaluation, eval_set, monitor, tables)
 
 __all__ = ["CliError", "build_parser", "main"]
 
