@@ -838,9 +838,11 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
         data, content_type = gw.metrics.exposition()
         return Response(data, media_type=content_type)
 
+    from ragops.serving.gateway.monitor_page import add_monitor_routes
     from ragops.serving.gateway.review import add_review_routes
 
     add_review_routes(app, gw)
+    add_monitor_routes(app, gw)
     return app
 
 
