@@ -290,3 +290,31 @@ def test_a_log_without_change_feed_falls_back_to_a_full_read(tmp_path, caplog):
     assert second.mode == "full" and "change feed unavailable" in caplog.text
     assert stored(lh)[(START, "rag_chain", "1", "requests")] + stored(lh)[
         (START + pd.Timedelta(hours=1), "rag_chain", "1", "requests")] == 300
+
+
+def test_feedback_first_written_after_a_run_is_counted_by_the_next(tmp_path):
+    settings, lh = make(tmp_path)
+    frame = synthetic_log(400, start=START, windows=1, seed=11)
+    lh.upsert("inference_log", frame)
+    first = run_and_store(lh, settings)
+    assert first.feedback_version is None  # no feedback table yet
+    ratings = synthetic_feedback(frame, share=0.25, up_rate=0.5, seed=1)
+    orphan = ratings.head(1).assign(feedback_id="x", request_id="never-served")
+    lh.upsert("feedback", pd.concat([ratings, orphan]))
+    second = run_and_store(lh, settings, (first.log_version, first.feedback_version))
+    assert second.mode == "incremental" and second.rows_read == len(ratings) + 1
+    got = stored(lh)
+    assert got[(START, "rag_chain", "1", "feedback_count")] == len(ratings)
+    assert got[(START, "rag_chain", "1", "thumbs_up_rate")] == pytest.approx((ratings["rating"] > 0).mean())
+    assert got[(START, "rag_chain", "1", "requests")] == len(frame)  # the log's states were kept
+
+
+def test_a_new_window_length_rebuilds(tmp_path):
+    settings, lh = make(tmp_path)
+    lh.upsert("inference_log", synthetic_log(200, start=START, windows=2, seed=12))
+    first = run_and_store(lh, settings)
+    lh.upsert("inference_log", synthetic_log(50, start=START, windows=2, seed=13))
+    half_hours = Settings.from_variables({"root": str(tmp_path / "state"), "monitor_window": "30min"})
+    again = update_traffic(lh, half_hours, since_log_version=first.log_version,
+                           since_feedback_version=first.feedback_version)
+    assert again.mode == "full" and len(again.windows) == 4

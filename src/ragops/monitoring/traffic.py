@@ -120,9 +120,13 @@ class QuantileSketch:
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile (0 ≤ q ≤ 1), linearly interpolated between order statistics as numpy does."""
+        return self.quantiles([q])[0]
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        qs = list(qs)
         n = self.count
         if n <= 0:
-            return None
+            return [None] * len(qs)
         values, counts = [], []
         for i in sorted(self.neg, reverse=True):
             values.append(-2 * self.GAMMA**i / (self.GAMMA + 1))
@@ -134,11 +138,14 @@ class QuantileSketch:
             values.append(2 * self.GAMMA**i / (self.GAMMA + 1))
             counts.append(self.pos[i])
         cum = np.cumsum(counts)
-        rank = q * (n - 1)
-        lo, hi = math.floor(rank), math.ceil(rank)
-        v_lo = values[int(np.searchsorted(cum, lo, side="right"))]
-        v_hi = values[int(np.searchsorted(cum, hi, side="right"))]
-        return v_lo + (rank - lo) * (v_hi - v_lo)
+        out = []
+        for q in qs:
+            rank = q * (n - 1)
+            lo, hi = math.floor(rank), math.ceil(rank)
+            v_lo = values[int(np.searchsorted(cum, lo, side="right"))]
+            v_hi = values[int(np.searchsorted(cum, hi, side="right"))]
+            out.append(v_lo + (rank - lo) * (v_hi - v_lo))
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"alpha": self.ALPHA, "pos": sorted(self.pos.items()), "neg": sorted(self.neg.items()),
@@ -264,7 +271,8 @@ class GroupState:
         for name, sketch, qs in (("latency", self.latency, (50, 95, 99)), ("ttft", self.ttft, (50, 95))):
             c = sketch.count
             if c > 0:
-                out.extend((f"{name}_p{q}_ms", sketch.quantile(q / 100), c) for q in qs)
+                values = sketch.quantiles([q / 100 for q in qs])
+                out.extend((f"{name}_p{q}_ms", v, c) for q, v in zip(qs, values, strict=True))
         if self.tps_n > 0:
             out.append(("tokens_per_s", self.tps_sum / self.tps_n, self.tps_n))
         if self.prompt_n > 0:
@@ -279,8 +287,9 @@ class GroupState:
                 out.append((f"guardrail_block_rate:{check}", blocked / ran, ran))
         c = self.score.count
         if c > 0:
-            out.append(("retrieval_score_p10", self.score.quantile(0.10), c))
-            out.append(("retrieval_score_p50", self.score.quantile(0.50), c))
+            p10, p50 = self.score.quantiles([0.10, 0.50])
+            out.append(("retrieval_score_p10", p10, c))
+            out.append(("retrieval_score_p50", p50, c))
         if self.score_n > 0:
             out.append(("retrieval_score_mean", self.score_sum / self.score_n, self.score_n))
         if self.ok_n > 0:
@@ -296,11 +305,13 @@ class GroupState:
 
 # --- vectorised aggregation -------------------------------------------------------------------------
 def _group_codes(window: pd.Series, route: pd.Series, version: pd.Series) -> tuple[np.ndarray, list[Key]]:
-    keys = pd.DataFrame({"w": window.to_numpy(), "r": route.to_numpy(), "m": version.to_numpy()})
+    window_ns = window.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]").to_numpy().view("int64")
+    keys = pd.DataFrame({"w": window_ns,
+                         "r": route.to_numpy(), "m": version.to_numpy()})
     codes = keys.groupby(["w", "r", "m"], sort=False).ngroup().to_numpy()
     first = keys.assign(c=codes).drop_duplicates("c").sort_values("c")
-    return codes, [(pd.Timestamp(w), str(r), str(m)) for w, r, m in zip(first["w"], first["r"], first["m"],
-                                                                          strict=True)]
+    return codes, [(pd.Timestamp(int(w), unit="ns", tz="UTC"), str(r), str(m))
+                   for w, r, m in zip(first["w"], first["r"], first["m"], strict=True)]
 
 
 def _labels(series: pd.Series) -> pd.Series:
@@ -490,8 +501,8 @@ def _questions(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return _no_questions()
     served = rows[~rows["shadow"].fillna(False).astype(bool)]
-    return pd.DataFrame({"timestamp": served["timestamp"].to_numpy(), "route": _labels(served["route"]).to_numpy(),
-                         "question": served["question"].to_numpy()})
+    return pd.DataFrame({"timestamp": served["timestamp"], "route": _labels(served["route"]),
+                         "question": served["question"]}).reset_index(drop=True)
 
 
 def _signed_changes(changes: pd.DataFrame, table: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -586,16 +597,25 @@ def _rows_for(states: dict[Key, GroupState], settings, window_seconds: int,
     span = pd.Timedelta(seconds=window_seconds)
     for (window, route, version), st in sorted(states.items()):
         price = settings.monitoring.price_of(route)
+        encoded: dict[str, str] = {}  # p50/p95/p99 share one sketch: serialise it once
         for metric, value, count in st.metric_values(price):
-            rows.append(metric_row(window, window + span, metric, value, count, route=route, model_version=version,
-                                   state=st.components(metric), source_version=source_version))
+            row = metric_row(window, window + span, metric, value, count, route=route, model_version=version,
+                             source_version=source_version)
+            shared = metric.partition(":")[0] if ":" not in metric else metric
+            if shared.startswith(("latency_", "ttft_", "retrieval_score_p")):
+                shared = shared.split("_p")[0]
+            if shared not in encoded:
+                encoded[shared] = json.dumps(st.components(metric), separators=(",", ":"), sort_keys=True)
+            row["state"] = encoded[shared]
+            rows.append(row)
             emitted.add((window, route, version, metric))
     return rows, emitted
 
 
-def _stored_metrics(lh, windows: Iterable[pd.Timestamp] | None) -> pd.DataFrame:
+def _stored_metrics(lh, windows: Iterable[pd.Timestamp] | None, *, with_state: bool = True) -> pd.DataFrame:
     """Stored traffic rows (of the given windows; all when None) that still hold a value."""
-    cols = ["window_start", "window_end", "route", "model_version", "metric", "value", "state"]
+    cols = ["window_start", "window_end", "route", "model_version", "metric", "value"] + (
+        ["state"] if with_state else [])
     if not lh.exists(METRICS_TABLE):
         return pd.DataFrame(columns=cols)
     where = None if windows is None else {"window_start": sorted(windows)}
@@ -671,7 +691,7 @@ def _full(lh, settings, ws: int, log_now: int, fb_now: int | None) -> TrafficUpd
             merge_states(states, aggregate_feedback(ratings, np.ones(len(ratings), dtype=np.int64), ws))
     merge_states(states, _score_groundedness(lh, settings, rows, states, ws, log_now, full=True))
     metric_rows, emitted = _rows_for(states, settings, ws, log_now)
-    metric_rows += _tombstones(_stored_metrics(lh, None), emitted, log_now)
+    metric_rows += _tombstones(_stored_metrics(lh, None, with_state=False), emitted, log_now)
     windows = sorted({k[0] for k in states})
     return TrafficUpdate(metrics_frame(metric_rows), log_now, fb_now, read, windows, "full", _questions(rows))
 
@@ -705,6 +725,11 @@ def _incremental(lh, settings, ws: int, log_now: int, fb_now: int | None, since_
 
     windows = sorted({k[0] for k in delta})
     stored = _stored_metrics(lh, windows)
+    spans = (pd.to_datetime(stored["window_end"], utc=True) - stored["window_start"]).dt.total_seconds()
+    if (spans != ws).any():
+        log.info("traffic metrics: full read and rebuild — stored windows are %ss long, monitor_window is now %ss",
+                 int(spans[spans != ws].iloc[0]), ws)
+        return _full(lh, settings, ws, log_now, fb_now)
     stored = stored[[(pd.Timestamp(w), r, m) in delta for w, r, m in
                      zip(stored["window_start"], stored["route"], stored["model_version"], strict=True)]]
     states: dict[Key, GroupState] = {}
