@@ -14,6 +14,7 @@ import json
 import re
 from functools import partial
 from pathlib import Path
+from xml.dom import minidom
 
 import httpx
 import numpy as np
@@ -174,6 +175,8 @@ def test_the_page_is_self_contained_and_shows_every_section(tmp_path):
     assert f"monitoring_metrics v{lh.version('monitoring_metrics')}" in page and "alerts v" in page
     svgs = figures(data)
     assert page.count("<svg") >= 20 and len(svgs) >= 20
+    for key, svg in svgs.items():  # well-formed XML: what IPython.display.SVG (notebook 08) parses
+        assert minidom.parseString(svg).documentElement.tagName == "svg", key
     # two routes, the spike's 6x latency, a threshold line from the run's drift summary
     assert "rag_chain v3" in svgs["latency_p95_ms"] and "rag_fast v1" in svgs["latency_p95_ms"]
     assert "6.0 s" in svgs["latency_p95_ms"] or "6 s" in svgs["latency_p95_ms"]

@@ -207,7 +207,8 @@ def line_chart(series: Sequence[Series], *, title: str, unit: str = "", threshol
         return "".join(out)
 
     xs = sorted({pd.Timestamp(t) for s in series for t in s.x})
-    half = (window or (xs[1] - xs[0] if len(xs) > 1 else pd.Timedelta("1h"))) / 2
+    step = window or (min(b - a for a, b in zip(xs, xs[1:], strict=False)) if len(xs) > 1 else pd.Timedelta("1h"))
+    half, gap = step / 2, step * 1.5
     t0, t1 = xs[0] - half * 0.2, xs[-1] + half * 0.2
     if len(xs) == 1:
         t0, t1 = xs[0] - half, xs[0] + half
@@ -243,7 +244,7 @@ def line_chart(series: Sequence[Series], *, title: str, unit: str = "", threshol
     out.append(f'<line x1="{left}" y1="{top + plot_h:.1f}" x2="{width - right}" y2="{top + plot_h:.1f}" '
                f'stroke="{AXIS}"/>')
     with_date = (xs[-1] - xs[0]) >= pd.Timedelta("20h") or xs[0].date() != xs[-1].date()
-    tick_times = _time_ticks(t0, t1, count=max(2, int(plot_w // 75)))
+    tick_times = _time_ticks(t0, t1, count=max(2, int(plot_w // (100 if with_date else 70))))
     for t in tick_times:
         x = sx(t)
         out.append(f'<line x1="{x:.1f}" y1="{top + plot_h:.1f}" x2="{x:.1f}" y2="{top + plot_h + 4:.1f}" '
@@ -268,7 +269,11 @@ def line_chart(series: Sequence[Series], *, title: str, unit: str = "", threshol
         lookup = {pd.Timestamp(t): (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
                   for t, v in zip(s.x, s.y, strict=True)}
         by_series.append(lookup)
-        pts = [None if lookup.get(t) is None else (sx(t), sy(lookup[t])) for t in xs]
+        pts: list[tuple[float, float] | None] = []
+        for i, t in enumerate(xs):
+            if i and xs[i] - xs[i - 1] > gap:
+                pts.append(None)  # windows without data (the job did not run): a break, not a bridge
+            pts.append(None if lookup.get(t) is None else (sx(t), sy(lookup[t])))
         dash = ' stroke-dasharray="5 3"' if s.name in dashed else ""
         for d in _path(pts):
             out.append(f'<path d="{d}" fill="none" stroke="{color}" stroke-width="1.8" stroke-linejoin="round" '

@@ -177,8 +177,10 @@ def _read_metrics(lh, max_windows: int) -> pd.DataFrame:
 
 
 def _read_alerts(lh, limit: int = 40) -> pd.DataFrame:
+    from ragops.lakehouse.schemas import empty_frame
+
     if not lh.exists("alerts"):
-        return pd.DataFrame()
+        return empty_frame("alerts")
     alerts = lh.read("alerts")
     if alerts.empty:
         return alerts
@@ -402,8 +404,8 @@ def _series(data: ReportData, chart: Chart) -> list[Series]:
 
 
 def _chart_svg(data: ReportData, chart: Chart, width: int = 380) -> str | None:
-    series = _series(data, chart)
-    if not series:
+    series = [s for s in _series(data, chart) if any(v is not None and not pd.isna(v) for v in s.y)]
+    if not series:  # no card for a metric without a value in these windows
         return None
     unit = METRICS[chart.families[0]].unit
     threshold = data.thresholds.get(chart.families[0] + (":*" if chart.labelled else ""))
@@ -555,10 +557,13 @@ def _kv_html(values: dict[str, Any] | None, skip: Sequence[str] = ()) -> str:
         return ""
     items = []
     for key, value in values.items():
-        if key in skip or _missing(value) or isinstance(value, (list, dict)) and len(json.dumps(value)) > 200:
+        if key in skip or _missing(value) or (isinstance(value, (list, dict))
+                                              and (not value or len(json.dumps(value, default=str)) > 200)):
             continue
-        if isinstance(value, float):
-            text = format_value(value, "s") if key.endswith("_s") else f"{value:.4g}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith(("_s", "_seconds")):
+            text = format_value(float(value), "s")
+        elif isinstance(value, float):
+            text = f"{value:.4g}"
         elif isinstance(value, (list, dict)):
             text = json.dumps(value, default=str)
         else:
