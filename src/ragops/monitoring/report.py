@@ -70,7 +70,7 @@ p.how { margin: 0 0 10px; color: #5a6275; font-size: 13px; }
 .pair > div { background: #eef1f6; border-radius: 8px; padding: 10px; }
 .card { background: #fff; border: 1px solid #d8dce3; border-radius: 6px; padding: 6px; overflow: hidden; }
 svg.chart { display: block; width: 100%; height: auto; }
-.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 10px; margin-top: 14px; }
+.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(122px, 1fr)); gap: 10px; margin-top: 14px; }
 .tile { background: #fff; border: 1px solid #d8dce3; border-radius: 6px; padding: 8px 12px; }
 .tile .k { color: #5a6275; font-size: 12px; }
 .tile .v { font-size: 22px; font-weight: 650; font-variant-numeric: tabular-nums; }
@@ -593,7 +593,7 @@ def _latest(data: ReportData, fam: str, how: str = "sum", weight: str | None = N
 def _tiles_html(data: ReportData) -> str:
     def tile(name: str, value: float | None, unit: str, window: Any, bad: bool | None = None) -> str:
         cls = "" if bad is None or value is None else " bad" if bad else " good"
-        sub = f"window {pd.Timestamp(window).strftime('%m-%d %H:%M')}" if window is not None else "no data"
+        sub = pd.Timestamp(window).strftime("%m-%d %H:%M UTC") if window is not None else "no data"
         return (f'<div class="tile{cls}"><div class="k">{escape(name)}</div>'
                 f'<div class="v">{escape(format_value(value, unit))}</div><div class="s">{escape(sub)}</div></div>')
 
