@@ -15,10 +15,12 @@ The issue's targets: the full run ≤ 60 s on this machine, the incremental run 
    then ``update_traffic(since = the full run's versions)`` — the change feed, the stored states
    of the touched windows, merge — and the upsert; then a run with nothing new (``unchanged``).
 
-Each step runs in its own process so that its peak RSS (``ru_maxrss``) is its own. Groundedness is
-skipped (no ``embeddings`` table): it scores at most ``monitor_groundedness_sample`` answers per
-window with the evaluation's Python scorer and is not what this measures. Writes under ``--root``
-(a temporary folder, removed afterwards unless ``--keep``).
+Each step runs in its own process so that its peak RSS (``ru_maxrss``) is its own. By default
+groundedness is skipped (no ``embeddings`` table): it scores at most ``monitor_groundedness_sample``
+(50) answers per window, route and version with the evaluation's Python scorer, a cost that follows
+the number of windows, not rows. ``--groundedness`` writes an ``embeddings`` table for the synthetic
+chunks (~1,200 characters each) so that the full run scores those samples too. Writes under
+``--root`` (a temporary folder, removed afterwards unless ``--keep``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,23 @@ def _settings(root: Path):
     return Settings.from_variables({"root": str(root), "monitor_prices": "rag_chain=0.002,*=0.001"})
 
 
+def _write_embeddings(lh) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from ragops.monitoring.simulate import chunk_ids_pool
+
+    ids = chunk_ids_pool()
+    filler = ("Raw samples are kept for {k} days before they are downsampled to five-minute averages. "
+              "Collectors listen on port {p} and retry with back-off when the ingest node is unavailable. ")
+    lh.upsert("embeddings", pd.DataFrame({
+        "chunk_id": ids, "doc_id": [i.split("-")[0] for i in ids], "content_hash": "h",
+        "text": [(filler.format(k=k % 90, p=4000 + k) * 7)[:1200] for k in range(len(ids))], "title": None,
+        "source_uri": None, "section": None, "model": "synthetic", "dimension": np.int32(2),
+        "vector": [np.array([1.0, 0.0], dtype=np.float32)] * len(ids), "embedded_at": pd.Timestamp(START),
+    }))
+
+
 def phase_write(args) -> dict:
     import pandas as pd
 
@@ -59,6 +78,8 @@ def phase_write(args) -> dict:
     hours_per_chunk = hours / chunks
     gen_s = write_s = 0.0
     written = ratings = 0
+    if args.groundedness:
+        _write_embeddings(lh)
     for i in range(chunks):
         n = round(min(args.chunk, args.rows - i * args.chunk) / (1 + SHADOW_SHARE))  # shadows on top
         t0 = time.perf_counter()
@@ -132,7 +153,7 @@ def phase_incremental(args) -> dict:
 def child(phase: str, args, extra: list[str] = ()) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--root", str(args.root), "--rows", str(args.rows),
            "--chunk", str(args.chunk), "--days", str(args.days), "--new-rows", str(args.new_rows),
-           "--feedback-share", str(args.feedback_share), *extra]
+           "--feedback-share", str(args.feedback_share), *(["--groundedness"] if args.groundedness else []), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RAGOPS_PROGRESS": "0"})
     if done.returncode:
         raise SystemExit(f"phase {phase} failed:\n{done.stderr[-4000:]}")
@@ -148,6 +169,7 @@ def main() -> None:
     p.add_argument("--feedback-share", type=float, default=0.01)
     p.add_argument("--root", type=Path, default=None)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--groundedness", action="store_true", help="write an embeddings table: score the samples too")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--phase", choices=("write", "full", "incremental"), help=argparse.SUPPRESS)
     p.add_argument("--since-log", type=int, help=argparse.SUPPRESS)
@@ -164,7 +186,8 @@ def main() -> None:
     # peak (ru_maxrss survives fork + exec)
     result = {"benchmark": "bench_monitor", "started_at": now_iso(), "load_before": loadavg(), "rows": args.rows, "new_rows": args.new_rows, "days": args.days,
               "routes": list(ROUTES), "model_versions": list(VERSIONS), "window": "1h",
-              "groundedness": "skipped: no embeddings table (see the docstring)"}
+              "groundedness": ("on: embeddings table of the synthetic chunks, monitor_groundedness_sample 50"
+                               if args.groundedness else "skipped: no embeddings table (see the docstring)")}
     try:
         result["write"] = child("write", args)
         result["full"] = child("full", args)

@@ -146,7 +146,8 @@ def _embeddings(lh) -> None:
     ids = chunk_ids_pool()
     lh.upsert("embeddings", pd.DataFrame({
         "chunk_id": ids, "doc_id": [i.split("-")[0] for i in ids], "content_hash": "h",
-        "text": [f"The documents say the setting is {k % 60} days." for k in range(len(ids))], "title": None,
+        "text": [f"The documents say the setting is {k % 60} days." if k % 8 < 4 else "Collectors listen on port 4317."
+                 for k in range(len(ids))], "title": None,
         "source_uri": None, "section": None, "model": "m", "dimension": np.int32(2),
         "vector": [np.array([1.0, 0.0], dtype=np.float32)] * len(ids), "embedded_at": START,
     }))
@@ -189,17 +190,31 @@ def test_incremental_runs_over_three_appends_equal_one_full_run(tmp_path):
 
 
 def test_groundedness_scores_at_most_the_sample_per_window(tmp_path):
+    from ragops.evaluation.metrics._text import is_abstention
+    from ragops.evaluation.metrics.groundedness import groundedness
+
     settings, lh = make(tmp_path, monitor_groundedness_sample="7")
     _embeddings(lh)
     since = (None, None)
+    parts = []
     for part in range(2):
-        lh.upsert("inference_log", synthetic_log(400, start=START, windows=2, seed=part))
+        parts.append(synthetic_log(400, start=START, windows=2, seed=part))
+        lh.upsert("inference_log", parts[-1])
         update = run_and_store(lh, settings, since)
         since = (update.log_version, update.feedback_version)
     rows = lh.read("monitoring_metrics")
-    ground = rows[rows["metric"] == "groundedness"]
+    ground = rows[rows["metric"] == "groundedness"].sort_values("window_start")
     assert len(ground) == 2 and set(ground["count"]) == {7}
-    assert ground["value"].between(0, 1).all()
+
+    # the sample is the first 7 answers of each window (all from the first run), scored as the evaluation does
+    texts = lh.read("embeddings", ["chunk_id", "text"]).set_index("chunk_id")["text"]
+    first = parts[0][(parts[0]["status"] == "ok") & ~parts[0]["answer"].map(is_abstention)]
+    for window, got in zip((START, START + pd.Timedelta(hours=1)), ground["value"], strict=True):
+        sample = first[first["timestamp"].dt.floor("3600s") == window].head(7)
+        expected = [groundedness(a, [texts[i] for i in ids]) for a, ids in zip(sample["answer"], sample["chunk_ids"],
+                                                                                 strict=True)]
+        assert got == pytest.approx(np.mean(expected))
+    assert ground["value"].min() > 0 and ground["value"].max() < 1
 
 
 def test_a_rewritten_row_is_not_counted_twice(tmp_path):
