@@ -1,7 +1,7 @@
 """The monitor's traffic metrics on 1,000,000 log rows: a full run, then an incremental one after 1% new rows.
 
     .venv/bin/python benchmarks/bench_monitor.py
-    .venv/bin/python benchmarks/bench_monitor.py --rows 1000000 --new-rows 10000 --days 7
+    .venv/bin/python benchmarks/bench_monitor.py --rows 1000000 --new-rows 10000 --days 7 --scenarios both
 
 The issue's targets: the full run ≤ 60 s on this machine, the incremental run ≤ 5% of the full one.
 
@@ -18,8 +18,9 @@ The issue's targets: the full run ≤ 60 s on this machine, the incremental run 
 Each step runs in its own process so that its peak RSS (``ru_maxrss``) is its own. By default
 groundedness is skipped (no ``embeddings`` table): it scores at most ``monitor_groundedness_sample``
 (50) answers per window, route and version with the evaluation's Python scorer, a cost that follows
-the number of windows, not rows. ``--groundedness`` writes an ``embeddings`` table for the synthetic
-chunks (~1,200 characters each) so that the full run scores those samples too. Writes under
+the number of windows, not rows. A second scenario (``with_groundedness`` in the result; ``--scenarios``
+picks) writes an ``embeddings`` table for the 200 synthetic chunks (~1,200 characters each), so both
+runs score their samples too. Writes under
 ``--root`` (a temporary folder, removed afterwards unless ``--keep``).
 """
 
@@ -160,6 +161,30 @@ def child(phase: str, args, extra: list[str] = ()) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def scenario(args, groundedness: bool) -> dict:
+    """write → full → incremental in child processes, under a root of its own."""
+    args.groundedness = groundedness
+    own_root = args.root is None
+    root = args.root or Path(tempfile.mkdtemp(prefix="ragops-bench-monitor-"))
+    args_root, args.root = args.root, root
+    out: dict = {"groundedness": ("on: an embeddings table for the synthetic chunks, monitor_groundedness_sample 50"
+                                  if groundedness else "skipped: no embeddings table")}
+    try:
+        out["write"] = child("write", args)
+        out["full"] = child("full", args)
+        out["incremental"] = child("incremental", args, ["--since-log", str(out["full"]["log_version"]),
+                                                         "--since-feedback", str(out["full"]["feedback_version"])])
+    finally:
+        args.root = args_root
+        if own_root and not args.keep:
+            safe_rmtree(root)
+    full_s, inc_s = out["full"]["seconds"], out["incremental"]["seconds"]
+    out["incremental_over_full"] = round(inc_s / full_s, 4)
+    out["targets"] = {"full_s_max": 60, "incremental_over_full_max": 0.05,
+                      "full_ok": full_s <= 60, "incremental_ok": inc_s / full_s <= 0.05}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000)
@@ -167,9 +192,11 @@ def main() -> None:
     p.add_argument("--days", type=int, default=7)
     p.add_argument("--new-rows", type=int, default=10_000)
     p.add_argument("--feedback-share", type=float, default=0.01)
-    p.add_argument("--root", type=Path, default=None)
+    p.add_argument("--scenarios", choices=("default", "groundedness", "both"), default="both",
+                   help="default: no embeddings table (groundedness skipped); groundedness: with one; both (default)")
+    p.add_argument("--root", type=Path, default=None, help="scratch root (one scenario only)")
     p.add_argument("--keep", action="store_true")
-    p.add_argument("--groundedness", action="store_true", help="write an embeddings table: score the samples too")
+    p.add_argument("--groundedness", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--phase", choices=("write", "full", "incremental"), help=argparse.SUPPRESS)
     p.add_argument("--since-log", type=int, help=argparse.SUPPRESS)
@@ -179,27 +206,18 @@ def main() -> None:
         run = {"write": phase_write, "full": phase_full, "incremental": phase_incremental}[args.phase]
         print(json.dumps(run(args)))
         return
+    if args.root is not None and args.scenarios == "both":
+        raise SystemExit("--root holds one scenario: give --scenarios default or groundedness with it")
 
-    own_root = args.root is None
-    args.root = args.root or Path(tempfile.mkdtemp(prefix="ragops-bench-monitor-"))
-    # machine_info() imports torch: only after the children have run, or they would inherit its RSS as their
-    # peak (ru_maxrss survives fork + exec)
-    result = {"benchmark": "bench_monitor", "started_at": now_iso(), "load_before": loadavg(), "rows": args.rows, "new_rows": args.new_rows, "days": args.days,
-              "routes": list(ROUTES), "model_versions": list(VERSIONS), "window": "1h",
-              "groundedness": ("on: embeddings table of the synthetic chunks, monitor_groundedness_sample 50"
-                               if args.groundedness else "skipped: no embeddings table (see the docstring)")}
-    try:
-        result["write"] = child("write", args)
-        result["full"] = child("full", args)
-        result["incremental"] = child("incremental", args, ["--since-log", str(result["full"]["log_version"]),
-                                                            "--since-feedback", str(result["full"]["feedback_version"])])
-    finally:
-        if own_root and not args.keep:
-            safe_rmtree(args.root)
-    full_s, inc_s = result["full"]["seconds"], result["incremental"]["seconds"]
-    result["incremental_over_full"] = round(inc_s / full_s, 4)
-    result["targets"] = {"full_s_max": 60, "incremental_over_full_max": 0.05,
-                         "full_ok": full_s <= 60, "incremental_ok": inc_s / full_s <= 0.05}
+    # machine_info() imports torch: only after the children have run, or they would inherit its RSS as
+    # their peak (ru_maxrss survives fork + exec).
+    result: dict = {"benchmark": "bench_monitor", "started_at": now_iso(), "load_before": loadavg(),
+                    "rows": args.rows, "new_rows": args.new_rows, "days": args.days, "routes": list(ROUTES),
+                    "model_versions": list(VERSIONS), "shadow_share": SHADOW_SHARE, "window": "1h"}
+    if args.scenarios in ("default", "both"):
+        result.update(scenario(args, groundedness=False))  # the headline numbers
+    if args.scenarios in ("groundedness", "both"):
+        result["with_groundedness"] = scenario(args, groundedness=True)
     result["load_after"] = loadavg()
     result["machine"] = machine_info()
     result["machine"]["note"] = ("2 CPU cores shared with other sessions' helpers running tests at the same time: "

@@ -9,8 +9,11 @@ reads only the ``inference_log`` / ``feedback`` rows committed after the previou
 adds the two, and returns the affected windows' rows. Change-feed rows carry a sign: ``insert`` and
 ``update_postimage`` add, ``update_preimage`` and ``delete`` subtract, so a row the gateway's
 journal replays (an upsert of the same ``request_id``) or rewrites is counted once, with its latest
-values. The first run, a table without a change feed, or a watermark the table no longer has →
-a full read and rebuild (logged, with the reason).
+values. The first run, a table without a change feed, a watermark the table no longer has, or stored
+windows of another length than ``monitor_window`` → a full read and rebuild (logged, with the reason).
+What an incremental run still reads whole on the local engine (delta-rs filters after the scan):
+the ``monitoring_metrics`` rows' key columns and states (small: one row per window, route, version
+and metric), and, when it scores groundedness, the ``embeddings`` table's ``chunk_id`` and ``text``.
 
 Accuracy: latency, time-to-first-token and retrieval-score percentiles come from a DDSketch-style
 histogram with relative accuracy α = 1%: a value x falls in bucket ⌈log_γ |x|⌉, γ = (1+α)/(1−α),
@@ -319,7 +322,9 @@ def _labels(series: pd.Series) -> pd.Series:
 
 
 def _windows(ts: pd.Series, window_seconds: int) -> pd.Series:
-    return pd.to_datetime(ts, utc=True).dt.floor(f"{int(window_seconds)}s")
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):  # to_datetime on a tz-aware column walks it in Python
+        ts = pd.to_datetime(ts, utc=True)
+    return ts.dt.tz_convert("UTC").dt.floor(f"{int(window_seconds)}s")
 
 
 def _sketches(codes: np.ndarray, values: np.ndarray, weights: np.ndarray, n_groups: int) -> list[QuantileSketch]:
