@@ -104,7 +104,7 @@ def versions(lh) -> dict[str, int | None]:
 def hour_of_traffic(window: int, *, seed: int, problems=(), n: int = 120) -> pd.DataFrame:
     from ragops.monitoring.simulate import synthetic_log
 
-    return synthetic_log(n, start=START + window * HOUR, window_seconds=3600, seed=seed,
+    return synthetic_log(n, start=START + window * HOUR, window_seconds=3600, windows=1, seed=seed,
                          questions=questions("reference", 400, seed), problems=list(problems))
 
 
@@ -189,9 +189,11 @@ def test_hourly_runs_detect_alert_and_clear_each_injected_problem(tmp_path):
 
             # the loop back: rejected answers wait for review in their eval set
             candidates = read_eval_set(lh, settings.monitoring.feedback_eval_set)
-            assert len(candidates.questions) >= 1
-            assert all("pending_review" in t for t in candidates.questions["tags"])
-            assert set(candidates.questions["origin"]) == {"feedback"}
+            assert len(candidates) >= 1
+            assert all("pending_review" in list(t) for t in candidates.frame["tags"])
+            assert set(candidates.frame["origin"]) == {"feedback"}
+            corrected = candidates.frame[[("corrected" in list(t)) for t in candidates.frame["tags"]]]
+            assert len(corrected) and all(len(a) == 1 for a in corrected["expected_answers"])
 
             # a second run over the same rows writes nothing new
             before = versions(lh)
@@ -250,3 +252,50 @@ def test_a_broken_alert_file_fails_the_run_before_anything_is_written(tmp_path):
 def test_monitor_settings_name_what_is_wrong(variable, value, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_variables({variable: value})
+
+
+@pytest.mark.slow
+def test_bundle_run_monitor_job_fails_while_a_page_alert_fires_and_passes_once_it_clears(tmp_path):
+    """``ragops bundle run monitor_job`` as a user runs it (a real CLI process): a failed bundle job pages,
+    so the run fails with the alert named; once that job's latest run succeeded, the alert clears."""
+    import os
+    import subprocess
+    import sys
+
+    from ragops.lakehouse import open_lakehouse
+    from tests.conftest import REPO
+
+    alerts = tmp_path / "alerts.yml"
+    alerts.write_text(ALERTS_YML)
+    runs_dir = tmp_path / "runs"
+    write_failed_run(runs_dir)
+    root = tmp_path / "state"
+    with open_lakehouse(Settings.from_variables({"root": str(root)})) as lh:
+        lh.upsert("inference_log", hour_of_traffic(0, seed=0, n=60))
+
+    def monitor_job() -> subprocess.CompletedProcess:
+        ragops = str(Path(sys.executable).with_name("ragops"))
+        return subprocess.run([ragops, "bundle", "run", "monitor_job", "--var", f"root={root}",
+                               "--var", f"monitor_alerts={alerts}", "--var", f"monitor_jobs_root={runs_dir}",
+                               "--var", "monitor_drift_sample=0", "--json"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "RAGOPS_PROGRESS": "0"})
+
+    failing = monitor_job()
+    assert failing.returncode != 0
+    task = json.loads(failing.stdout.strip().splitlines()[-1])["tasks"][0]
+    assert task["status"] == "failed" and "page alert" in task["error"] and "job_failed" in task["error"]
+
+    # the ingest job ran again and succeeded: the next monitor run clears the page and passes
+    record = runs_dir / "ingest_job" / "abc123" / "run.json"
+    run = json.loads(record.read_text())
+    for t in run["tasks"]:
+        t["status"], t["error"] = "succeeded", ""
+    (runs_dir / "ingest_job" / "def456").mkdir()
+    (runs_dir / "ingest_job" / "def456" / "run.json").write_text(json.dumps({**run, "run_id": "def456"}))
+    passing = monitor_job()
+    assert passing.returncode == 0, passing.stderr[-2000:]
+    with open_lakehouse(Settings.from_variables({"root": str(root)})) as lh:
+        incidents = lh.read("alerts")
+    job_alert = incidents[incidents["metric"] == "job_failed:ingest_job"]
+    assert list(job_alert["status"]) == ["cleared"] and job_alert["cleared_at"].notna().all()

@@ -269,6 +269,29 @@ def test_07_gateway_answers_the_openai_sdk_and_logs_every_request_and_the_feedba
     assert "notebook" in shown(nb, "inference_log") and "missing the HTTP port" in shown(nb, "feedback_rows")
 
 
+def test_08_monitoring_turns_the_gateway_traffic_into_metrics_alerts_and_a_dashboard(notebooks: NotebookRun):
+    notebooks.upto("04_rag_chain")
+    with open_lakehouse(notebooks.settings) as lh:
+        served = lh.exists("inference_log") and not lh.read("inference_log", ["request_id"]).empty
+    if not served:  # 07's requests and its down-vote are the traffic this notebook watches
+        notebooks.execute("07_gateway")
+    nb = notebooks.execute("08_monitoring")
+
+    assert "monitor run" in shown(nb, "run") and "window(s) recomputed" in shown(nb, "run")
+    svgs = [m for c in nb.cells if "traffic" in c.metadata.get("tags", []) for out in c.get("outputs", [])
+            for m in out.get("data", {}) if m == "image/svg+xml"]
+    assert len(svgs) >= 3, "the traffic plots should render inline"
+    with open_lakehouse(notebooks.settings) as lh:
+        metrics = lh.read("monitoring_metrics", ["route", "metric", "value"])
+        candidates = lh.read("eval_sets", ["eval_set", "origin", "tags"])
+    served_metrics = metrics[metrics["route"] == "rag_chain"]
+    assert {"requests", "latency_p95_ms", "feedback_count"} <= set(served_metrics["metric"])
+    assert served_metrics[served_metrics["metric"] == "requests"]["value"].sum() >= 2
+    pending = candidates[candidates["eval_set"] == "feedback_candidates"]
+    assert len(pending) >= 1 and set(pending["origin"]) == {"feedback"}  # 07's down-vote, back to evaluation
+    assert shown(nb, "dashboard").strip().strip("'").endswith("monitor.html")
+
+
 def test_09_finetune_trains_registers_and_compares_the_answers(notebooks: NotebookRun):
     notebooks.upto("03_index_sync")  # an index to retrieve the training contexts from
     nb = notebooks.execute("09_finetune")

@@ -16,7 +16,8 @@ def monitor(lh, settings):
     text = run.format()
     if run.paging:
         names = ", ".join(f"{a.get('rule')}{' on ' + a['route'] if a.get('route') else ''}" for a in run.paging)
-        raise TaskFailed(f"{len(run.paging)} page alert(s) firing: {names}", text, run)
+        message = f"{len(run.paging)} page alert(s) firing: {names}"
+        raise TaskFailed(message, f"{text}\n{message}", run)  # the last line is what the run record shows
     print(text)
     return run
 

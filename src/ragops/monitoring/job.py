@@ -160,6 +160,17 @@ def _same(new: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
     return pd.Series(same.to_numpy(), index=new.index)
 
 
+def _concat(*frames: pd.DataFrame) -> pd.DataFrame:
+    """Metric frames stacked, their timestamps one dtype again (an empty frame's unit differs)."""
+    parts = [f for f in frames if f is not None and not f.empty]
+    if not parts:
+        return metrics_frame([])
+    out = pd.concat(parts, ignore_index=True)
+    for col in ("window_start", "window_end", "computed_at"):
+        out[col] = pd.to_datetime(out[col], utc=True)
+    return out
+
+
 # --- drift --------------------------------------------------------------------------------------
 
 def _drift_rows(lh, settings: Settings, questions: pd.DataFrame, window_s: int) -> tuple[list[dict], list[dict]]:
@@ -245,7 +256,7 @@ def feedback_candidates(lh, settings: Settings) -> dict[str, Any] | None:
         return None
     name = settings.monitoring.feedback_eval_set
     version = register_eval_set(lh, name, pd.DataFrame(rows), origin="feedback")
-    return {"eval_set": name, "version": version.version, "questions": version.questions,
+    return {"eval_set": name, "version": version.version, "questions": version.rows,
             "created": version.created}
 
 
@@ -284,16 +295,14 @@ def run_monitor(lh, settings: Settings, *, now: pd.Timestamp | None = None, runs
     drift_rows, run.drift = _drift_rows(lh, settings, update.questions, window_s)
     health_rows, run.freshness, run.pipeline = _health_rows(lh, settings, now, window_s, runs_dir)
 
-    new = pd.concat([f for f in (update.metrics, metrics_frame(drift_rows)) if not f.empty] or [metrics_frame([])],
-                    ignore_index=True)
+    new = _concat(update.metrics, metrics_frame(drift_rows))
     health = metrics_frame(health_rows)
     if not health.empty:
         clock = health["metric"].map(family).isin(CLOCK_METRICS)
         stored_health = _stored(lh, sorted(set(health["window_start"])))
-        changed = health[~clock & ~_same(health, stored_health)]
-        new = pd.concat([new, changed], ignore_index=True) if not changed.empty else new
+        new = _concat(new, health[~clock & ~_same(health, stored_health)])
         if not new.empty:  # stored alongside other writes only
-            new = pd.concat([new, health[clock]], ignore_index=True)
+            new = _concat(new, health[clock])
     if not new.empty:
         new = new.drop_duplicates(["window_start", "route", "model_version", "metric"], keep="last")
         lh.upsert(METRICS_TABLE, new)
@@ -303,8 +312,7 @@ def run_monitor(lh, settings: Settings, *, now: pd.Timestamp | None = None, runs
     lookback = max([r.for_windows for r in rules.rules] or [1])
     judged_windows = sorted({pd.Timestamp(w) for w in new["window_start"]} if not new.empty else set())
     earlier = sorted({w - pd.Timedelta(seconds=window_s * i) for w in judged_windows for i in range(1, lookback)})
-    judged = pd.concat([f for f in (_stored(lh, [w for w in earlier if w not in judged_windows]), new, health)
-                        if not f.empty] or [metrics_frame([])], ignore_index=True)
+    judged = _concat(_stored(lh, [w for w in earlier if w not in judged_windows]), new, health)
     judged = judged.drop_duplicates(["window_start", "route", "model_version", "metric"], keep="last")
     changes = sync_alerts(lh, settings, judged, now=now)
     run.fired, run.cleared, run.firing = changes.fired, changes.cleared, changes.firing

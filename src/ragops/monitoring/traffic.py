@@ -630,6 +630,8 @@ def _stored_metrics(lh, windows: Iterable[pd.Timestamp] | None, *, with_state: b
         return pd.DataFrame(columns=cols)
     where = None if windows is None else {"window_start": sorted(windows)}
     stored = lh.read(METRICS_TABLE, cols, where=where)
+    if stored.empty:  # (a created, still empty table: .str.partition of nothing has no columns)
+        return stored
     families = stored["metric"].str.partition(":")[0]
     stored = stored[families.isin(TRAFFIC_FAMILIES).to_numpy() & stored["value"].notna().to_numpy()]
     stored["window_start"] = pd.to_datetime(stored["window_start"], utc=True)
