@@ -37,7 +37,8 @@ def test_tables_are_created_from_declared_schemas_with_change_feed(lh):
     lh.ensure_tables()
     dt = DeltaTable(lh.location("embeddings"))
     assert dt.metadata().configuration.get("delta.enableChangeDataFeed") == "true"
-    assert "delta.enableChangeDataFeed" not in DeltaTable(lh.location("feedback")).metadata().configuration
+    assert DeltaTable(lh.location("feedback")).metadata().configuration.get("delta.enableChangeDataFeed") == "true"
+    assert "delta.enableChangeDataFeed" not in DeltaTable(lh.location("rejected_documents")).metadata().configuration
     assert dt.schema().to_arrow().names[:3] == ["chunk_id", "doc_id", "content_hash"]
 
 
@@ -94,10 +95,15 @@ def test_change_feed_since_a_version(lh):
 
 
 def test_change_feed_missing_on_a_table_without_it(lh):
-    lh.upsert("feedback", feedback(["a"]))
-    lh.upsert("feedback", feedback(["b"]))
-    with pytest.raises(ChangeFeedUnavailable, match="feedback"):
-        lh.changes("feedback", 0)
+    def rejected(uri):
+        return pd.DataFrame({"source_uri": [uri], "source": ["s"], "format": ["md"], "reason_code": ["empty"],
+                             "reason": ["the file is empty"], "size_bytes": pd.array([0], dtype="int64"),
+                             "rejected_at": [utcnow()]})
+
+    lh.upsert("rejected_documents", rejected("a.md"))
+    lh.upsert("rejected_documents", rejected("b.md"))
+    with pytest.raises(ChangeFeedUnavailable, match="rejected_documents"):
+        lh.changes("rejected_documents", 0)
 
 
 def test_bad_types_are_rejected_before_writing(lh):
