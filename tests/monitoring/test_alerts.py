@@ -113,7 +113,7 @@ def test_the_shipped_rules_load_with_the_tiers_the_project_relies_on():
     assert by_metric[("latency_p95_ms", "above")].threshold == 15000
     assert by_metric[("job_failed:*", "above")].tier == "page"
     assert by_metric[("thumbs_up_rate", "below")].tier == "warn"
-    assert by_metric[("drift_auc_reference", "above")].threshold == 0.7
+    assert by_metric[("drift_detected", "above")].tier == "warn"
     assert {r.tier for r in rules.rules} == {"page", "warn", "info"}
 
 
@@ -123,6 +123,7 @@ def test_the_shipped_rules_page_on_a_failed_job_and_stay_quiet_on_a_healthy_wind
         rows(0, "error_rate", 0.01, 200), rows(0, "latency_p95_ms", 4200, 200), rows(0, "thumbs_up_rate", 0.8, 30),
         rows(0, "guardrail_block_rate:pii", 0.01, 200), rows(0, "dont_know_rate", 0.1, 200),
         rows(0, "drift_auc_reference", 0.55, 300, route="", model_version=""),
+        rows(0, "drift_detected", 0.0, 300, route="", model_version=""),
         rows(0, "index_lag_s", 0, None, route="", model_version=""),
         rows(0, "job_failed:ingest_job", 0, 1, route="", model_version=""),
     ])

@@ -188,14 +188,15 @@ def test_drift_metrics_rows_with_the_real_embedder(make_settings):
         rows = drift_metrics(lh, settings, window_start=START, window_end=END, current=TRIVIA, previous=SCIENCE)
         elapsed = time.perf_counter() - started
     by_metric = {row["metric"]: row for row in rows}
-    assert set(by_metric) == {"drift_auc_reference", "drift_auc_previous", "drift_outlier_share"}
+    assert set(by_metric) == {"drift_auc_reference", "drift_auc_previous", "drift_outlier_share", "drift_detected"}
     for row in rows:
         assert (row["route"], row["count"], row["window_start"], row["window_end"]) == ("", 11, START, END)
     reference = json.loads(by_metric["drift_auc_reference"]["state"])
     assert reference["drifted"] and reference["statistic"] > 0.9 and reference["n_reference"] == 12
     assert json.loads(by_metric["drift_auc_previous"]["state"])["n_reference"] == 11  # the sample, too
     assert by_metric["drift_outlier_share"]["value"] > 0.5
-    assert len(metrics_frame(rows)) == 3  # fits the monitoring_metrics schema
+    assert by_metric["drift_detected"]["value"] == 1.0  # the decision, as a metric the alert rules name
+    assert len(metrics_frame(rows)) == 4  # fits the monitoring_metrics schema
     assert elapsed < 20  # the embedding model loads offline
 
 
@@ -205,7 +206,7 @@ def test_previous_window_below_the_minimum_is_skipped(make_settings):
         register_eval_set(lh, "claims", eval_frame(SCIENCE))
         rows = drift_metrics(lh, settings, window_start=START, window_end=END, current=SCIENCE[:10] + TRIVIA[:2],
                              previous=TRIVIA[:9])
-    assert [row["metric"] for row in rows] == ["drift_auc_reference", "drift_outlier_share"]
+    assert [row["metric"] for row in rows] == ["drift_auc_reference", "drift_outlier_share", "drift_detected"]
 
 
 # --- the dashboard's map -----------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ page:
   - {metric: latency_p95_ms, above: 5000, min_count: 20}
   - {metric: error_rate, above: 0.2, min_count: 20}
 warn:
-  - {metric: drift_auc_reference, above: 0.7}
+  - {metric: drift_detected, above: 0.5}
   - {metric: unsearchable_documents, above: 0}
 """
 
@@ -158,12 +158,12 @@ def test_hourly_runs_detect_alert_and_clear_each_injected_problem(tmp_path):
             assert (0, "job_failed:ingest_job") in fired and (0, "unsearchable_documents") in fired
             assert runs[0].paging and runs[0].freshness["unsearchable_documents"] >= 1
             # quiet hours raise nothing about traffic
-            traffic_metrics = {"latency_p95_ms", "error_rate", "drift_auc_reference"}
+            traffic_metrics = {"latency_p95_ms", "error_rate", "drift_detected"}
             assert not {m for i, m in fired if i in (0, 1) and m in traffic_metrics}
             # each injected problem fires in its hour and clears the hour after
             assert (2, "latency_p95_ms") in fired and (3, "latency_p95_ms") in cleared
             assert (3, "error_rate") in fired and (4, "error_rate") in cleared
-            assert (4, "drift_auc_reference") in fired and (5, "drift_auc_reference") in cleared
+            assert (4, "drift_detected") in fired and (5, "drift_detected") in cleared
             assert not {m for i, m in fired if i == 5 and m in traffic_metrics}
             drifted = [d for d in runs[4].drift if d["window_start"] == str(START + 4 * HOUR)]
             assert drifted and drifted[0]["drifted"]
@@ -176,7 +176,7 @@ def test_hourly_runs_detect_alert_and_clear_each_injected_problem(tmp_path):
                                                                           "unsearchable_documents"}
             # the webhook heard every firing and clearing
             sent = [a for body in hook.received for a in body.get("fired", [])]
-            assert {"latency_p95_ms", "error_rate", "drift_auc_reference"} <= {a["metric"] for a in sent}
+            assert {"latency_p95_ms", "error_rate", "drift_detected"} <= {a["metric"] for a in sent}
             assert any(body.get("cleared") for body in hook.received)
 
             # metrics of the spike hour: per route and model version, from the rows of that hour only
@@ -185,7 +185,8 @@ def test_hourly_runs_detect_alert_and_clear_each_injected_problem(tmp_path):
             calm = m[(m["window_start"] == START + 1 * HOUR) & (m["metric"] == "latency_p95_ms")]
             assert spike["value"].min() > 5 * calm["value"].max()
             assert set(m["metric"]) >= {"requests", "error_rate", "latency_p50_ms", "cost_usd", "thumbs_up_rate",
-                                        "drift_auc_reference", "index_lag_versions", "job_failed:ingest_job"}
+                                        "drift_auc_reference", "drift_detected", "index_lag_versions",
+                                        "job_failed:ingest_job"}
 
             # the loop back: rejected answers wait for review in their eval set
             candidates = read_eval_set(lh, settings.monitoring.feedback_eval_set)

@@ -60,6 +60,9 @@ _METRICS = [
     Metric("drift_auc_reference", "AUC",
            "Classifier two-sample test: cross-validated ROC AUC telling the window's queries from the reference "
            "eval set's (0.5 = indistinguishable)."),
+    Metric("drift_detected", "flag",
+           "1 when drift_auc_reference is beyond the noise of the window's sample size and above the minimum "
+           "effect (ragops.monitoring.drift.detect_drift), else 0: what to alert on."),
     Metric("drift_auc_previous", "AUC", "The same AUC against the previous window's queries."),
     Metric("drift_outlier_share", "share",
            "Share of the window's queries farther from the reference than 95% of reference questions are."),

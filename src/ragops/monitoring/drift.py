@@ -225,6 +225,9 @@ def drift_metrics(lh: Any, settings: Any, *, window_start: pd.Timestamp, window_
                    against_reference.n_current, state=against_reference.to_dict()),
         metric_row(window_start, window_end, "drift_outlier_share", against_reference.outlier_share,
                    against_reference.n_current, state=against_reference.to_dict()),
+        # the decision, with its sample-size-aware threshold, as a metric alert rules can name
+        metric_row(window_start, window_end, "drift_detected", float(against_reference.drifted),
+                   against_reference.n_current, state=against_reference.to_dict()),
     ]
     if len(previous) >= max(minimum, MIN_SIDE):
         against_previous = detect_drift(embed_queries(settings, previous), current_vectors)
