@@ -8,13 +8,15 @@ raises it and keeps the built-in base its callers already catch (``ValueError`` 
 for a missing snapshot), as delta-rs does with ``DeltaError`` and MLflow with ``MlflowException``::
 
     RagopsError
-    ├── bad input, ValueError ........ BundleError, GatesError, EvalSetError, LoadError, SourceError,
-    │                                  SchemaError, InvalidRequest, SettingsError
+    ├── bad input, ValueError ........ BundleError, EvalSetError, LoadError, SourceError,
+    │                                  SchemaError, InvalidRequest, SettingsError,
+    │                                  RulesFileError (GatesError, AlertRulesError)
     ├── not found, LookupError ....... ModelNotRegisteredError, ModelNotFoundError, LLMNotFoundError
     │   └─ FileNotFoundError ......... SnapshotNotFoundError
     └── failed, RuntimeError ......... LakehouseError (TableNotFoundError, ChangeFeedUnavailable),
                                        EmbeddingError, LLMError, JudgeError, DeployError (DeployTimeout),
-                                       EvaluationError, GateFailed, TaskFailed, JobLocked, InjectedFailure
+                                       EvaluationError, GateFailed, TaskFailed, JobLocked, InjectedFailure,
+                                       MonitoringError
 """
 
 from __future__ import annotations
@@ -24,4 +26,22 @@ class RagopsError(Exception):
     """An expected failure with a message a user can act on (what failed, why, what to do)."""
 
 
-__all__ = ["RagopsError"]
+class RulesFileError(RagopsError, ValueError):
+    """A problem in a tiered rules file — the evaluation gates, the monitor's alert rules — naming the
+    file, tier, rule index and key it is about (``gates.yml: block[2] key 'min': ...``)."""
+
+    def __init__(
+        self, message: str, file: str, tier: str | None = None, index: int | None = None, key: str | None = None
+    ) -> None:
+        self.file, self.tier, self.index, self.key, self.detail = file, tier, index, key, message
+        where = file
+        if tier is not None:
+            where += f": {tier}"
+            if index is not None:
+                where += f"[{index}]"
+        if key is not None:
+            where += f" key {key!r}"
+        super().__init__(f"{where}: {message}")
+
+
+__all__ = ["RagopsError", "RulesFileError"]

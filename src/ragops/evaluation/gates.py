@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ragops.errors import RagopsError
+from ragops.errors import RulesFileError
 from ragops.evaluation.stats import MetricSummary, PairedComparison
 
 #: The project's default gates, relative to the repository root.
@@ -59,21 +59,8 @@ Rule = Literal["min", "max_regression", "max_failure_rate", "report"]
 Status = Literal["pass", "fail", "skipped", "missing"]
 
 
-class GatesError(RagopsError, ValueError):
+class GatesError(RulesFileError):
     """A problem in a gates file, naming the file, tier, rule index and key it is about."""
-
-    def __init__(
-        self, message: str, file: str, tier: str | None = None, index: int | None = None, key: str | None = None
-    ) -> None:
-        self.file, self.tier, self.index, self.key, self.detail = file, tier, index, key, message
-        where = file
-        if tier is not None:
-            where += f": {tier}"
-            if index is not None:
-                where += f"[{index}]"
-        if key is not None:
-            where += f" key {key!r}"
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 import yaml
 
+from ragops.errors import RulesFileError
 from ragops.lakehouse.schemas import empty_frame, utcnow
 from ragops.monitoring.catalog import METRICS, MonitoringError, describe, family
 
@@ -84,21 +85,8 @@ Tier = Literal["page", "warn", "info"]
 Op = Literal["above", "below"]
 
 
-class AlertRulesError(MonitoringError, ValueError):
+class AlertRulesError(RulesFileError, MonitoringError):
     """A problem in an alert rules file, naming the file, tier, rule index and key it is about."""
-
-    def __init__(
-        self, message: str, file: str, tier: str | None = None, index: int | None = None, key: str | None = None
-    ) -> None:
-        self.file, self.tier, self.index, self.key, self.detail = file, tier, index, key, message
-        where = file
-        if tier is not None:
-            where += f": {tier}"
-            if index is not None:
-                where += f"[{index}]"
-        if key is not None:
-            where += f" key {key!r}"
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)

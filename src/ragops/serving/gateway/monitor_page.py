@@ -24,11 +24,12 @@ attributes, which CSP does not govern.
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
+
+from ragops.serving.gateway.pages import add_asset_route, authenticate, gateway_lakehouse, page_headers
 
 log = logging.getLogger("ragops.serving.gateway.monitor")
 
@@ -84,18 +85,11 @@ def _csp() -> str:
             "img-src 'self' data:; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-def _asset(name: str) -> bytes:
-    return resources.files("ragops.serving.gateway").joinpath("review_static", name).read_bytes()
-
-
 def report_html(gateway: Any, *, project_queries: bool = True) -> str:
     """The dashboard over the gateway's lakehouse (the one its inference log writes to)."""
-    from ragops.lakehouse import open_lakehouse
     from ragops.monitoring.report import build_report, render_html
 
-    lh = getattr(gateway.log, "lakehouse", None)
-    if lh is None or not hasattr(lh, "read"):
-        lh = open_lakehouse(gateway.settings)
+    lh = gateway_lakehouse(gateway)
     return render_html(build_report(lh, gateway.settings, project_queries=project_queries))
 
 
@@ -104,13 +98,10 @@ def add_monitor_routes(app: Any, gateway: Any) -> None:
     from starlette.concurrency import run_in_threadpool
 
     from ragops.monitoring.report import REPORT_STYLE_HASH
-    from ragops.serving.gateway.app import GatewayError, InvalidBody, Unauthorized, error_response
-    from ragops.serving.gateway.auth import AuthError
+    from ragops.serving.gateway.app import GatewayError, InvalidBody, error_response
 
     page = PAGE.encode("utf-8")
-    assets = {name: _asset(name) for name in ASSETS}
-    page_headers = {"Content-Security-Policy": _csp(), "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+    headers = page_headers(_csp())
     # opened on its own (not in the frame) the report still runs nothing and fetches nothing
     report_headers = {"Content-Security-Policy": f"default-src 'none'; style-src {REPORT_STYLE_HASH}; "
                                                  "frame-ancestors 'self'; sandbox allow-same-origin",
@@ -118,24 +109,14 @@ def add_monitor_routes(app: Any, gateway: Any) -> None:
 
     @app.get("/monitor")
     async def monitor_page() -> Response:
-        return Response(page, media_type="text/html; charset=utf-8", headers=page_headers)
+        return Response(page, media_type="text/html; charset=utf-8", headers=headers)
 
-    @app.get("/monitor/static/{name}")
-    async def monitor_asset(name: str) -> Response:
-        if name not in assets:
-            error = GatewayError(f"no asset {name!r}", code="not_found")
-            error.status, error.type = 404, "invalid_request_error"
-            return error_response(error, "")
-        return Response(assets[name], media_type=ASSETS[name],
-                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+    add_asset_route(app, "/monitor/static", ASSETS)
 
     @app.get("/v1/monitor/report")
     async def monitor_report(request: Request) -> Response:
         try:
-            try:
-                gateway.keyring.authenticate(request.headers.get("authorization"))
-            except AuthError as exc:
-                raise Unauthorized(str(exc), code=exc.code) from None
+            authenticate(gateway, request)
             raw = request.query_params.get("projection", "true").lower()
             if raw not in ("true", "false", "1", "0"):
                 raise InvalidBody("'projection' must be true or false", param="projection")

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
+
+from ragops.serving.gateway.pages import add_asset_route, asset, authenticate, gateway_lakehouse, page_headers
 
 log = logging.getLogger("ragops.serving.gateway.review")
 
@@ -40,10 +41,6 @@ COLUMNS = ("request_id", "timestamp", "key_name", "route", "target", "question",
            "http_status", "error", "latency_ms", "guardrails", "shadow", "model_version")
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-
-
-def _asset(name: str) -> bytes:
-    return resources.files("ragops.serving.gateway").joinpath("review_static", name).read_bytes()
 
 
 def _json_list(value: Any) -> list[Any]:
@@ -115,11 +112,7 @@ def journal_rows(inference_log: Any) -> list[dict[str, Any]]:
 
 def recent(gateway: Any, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
     """The ``limit`` most recent non-shadow answers, newest first, each with its feedback."""
-    from ragops.lakehouse import open_lakehouse
-
-    lh = getattr(gateway.log, "lakehouse", None)
-    if lh is None or not hasattr(lh, "read"):
-        lh = open_lakehouse(gateway.settings)
+    lh = gateway_lakehouse(gateway)
     by_id: dict[str, dict[str, Any]] = {}
     if lh.exists("inference_log"):
         # two reads: the newest ids from three narrow columns, then only those rows in full
@@ -166,34 +159,21 @@ def add_review_routes(app: Any, gateway: Any) -> None:
     """Add the review app's routes to the gateway ``app`` (``gateway`` is its ``Gateway`` state)."""
     from starlette.concurrency import run_in_threadpool
 
-    from ragops.serving.gateway.app import GatewayError, InvalidBody, Unauthorized, error_response
-    from ragops.serving.gateway.auth import AuthError
+    from ragops.serving.gateway.app import GatewayError, InvalidBody, error_response
 
-    index = _asset("index.html")
-    assets = {name: _asset(name) for name in ASSETS}
-    page_headers = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+    index = asset("index.html")
+    headers = page_headers(_CSP)
 
     @app.get("/")
     async def review_page() -> Response:
-        return Response(index, media_type="text/html; charset=utf-8", headers=page_headers)
+        return Response(index, media_type="text/html; charset=utf-8", headers=headers)
 
-    @app.get("/review/static/{name}")
-    async def review_asset(name: str) -> Response:
-        if name not in assets:
-            error = GatewayError(f"no asset {name!r}", code="not_found")
-            error.status, error.type = 404, "invalid_request_error"
-            return error_response(error, "")
-        return Response(assets[name], media_type=ASSETS[name],
-                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+    add_asset_route(app, "/review/static", ASSETS)
 
     @app.get("/v1/review/recent")
     async def review_recent(request: Request) -> Response:
         try:
-            try:
-                gateway.keyring.authenticate(request.headers.get("authorization"))
-            except AuthError as exc:
-                raise Unauthorized(str(exc), code=exc.code) from None
+            authenticate(gateway, request)
             raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
             try:
                 limit = int(raw)
