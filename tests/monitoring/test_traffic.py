@@ -333,3 +333,53 @@ def test_a_new_window_length_rebuilds(tmp_path):
     again = update_traffic(lh, half_hours, since_log_version=first.log_version,
                            since_feedback_version=first.feedback_version)
     assert again.mode == "full" and len(again.windows) == 4
+
+
+def test_a_configured_llm_judge_scores_the_same_sample_next_to_the_code_scorer(tmp_path):
+    """judge_backend=openai at an OpenAI-compatible server on 127.0.0.1 (the edge: a hosted judge) that
+    rates an answer 5/5 when its context mentions port 4317, else 1/5: groundedness_judge is the
+    judge's mean over the same sample the code scorer takes, and a judge that fails leaves it out."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    prompts = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            user = body["messages"][-1]["content"]
+            prompts.append(user)
+            rating = 5 if "4317" in user.split("Answer:")[0] else 1
+            reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": json.dumps(
+                {"rationale": "checked the passages", "score": rating})}}],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 9}})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(reply.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings, lh = make(tmp_path, monitor_groundedness_sample="6", judge_backend="openai",
+                            judge_model="judge-x", judge_endpoint=f"http://127.0.0.1:{server.server_port}/v1")
+        _embeddings(lh)
+        frame = synthetic_log(200, start=START, windows=1, seed=3)
+        lh.upsert("inference_log", frame)
+        update = run_and_store(lh, settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    m = update.metrics.set_index("metric")
+    assert m.loc["groundedness_judge", "count"] == m.loc["groundedness", "count"] == 6 == len(prompts)
+    texts = lh.read("embeddings", ["chunk_id", "text"]).set_index("chunk_id")["text"]
+    ok = frame[(frame["status"] == "ok") & frame["answer"].notna()].sort_values(["timestamp", "request_id"])
+    from ragops.evaluation.metrics._text import is_abstention
+
+    sample = ok[~ok["answer"].map(is_abstention)].head(6)
+    expected = np.mean([1.0 if any("4317" in texts[i] for i in ids) else 0.0 for ids in sample["chunk_ids"]])
+    assert 0 < expected < 1  # the sample cites both kinds of chunk: the value is not a constant
+    assert m.loc["groundedness_judge", "value"] == pytest.approx(expected)

@@ -55,6 +55,9 @@ _METRICS = [
     Metric("retrieval_score_mean", "score", "Mean of the top retrieved source's score.", "low"),
     Metric("groundedness", "share", "Mean groundedness of a sample of answers (the evaluation's code scorer).",
            "low"),
+    Metric("groundedness_judge", "share",
+           "Mean groundedness verdict of the evaluation's LLM judge (judge_backend) on the same sample; only when a "
+           "judge is configured.", "low"),
     Metric("dont_know_rate", "share", "Share of answers that say the context does not contain the answer."),
     # query drift (ragops.monitoring.drift); route "" = all traffic
     Metric("drift_auc_reference", "AUC",

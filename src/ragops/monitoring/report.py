@@ -345,7 +345,8 @@ SECTIONS: tuple[tuple[str, str, str, tuple[Chart, ...]], ...] = (
      (Chart("guardrail_block_rate", "Block rate by check", ("guardrail_block_rate",), labelled=True),)),
 )
 QUALITY = (
-    Chart("groundedness", "Groundedness (sampled answers)", ("groundedness",), y_range=(0, 1)),
+    Chart("groundedness", "Groundedness (sampled answers)", ("groundedness", "groundedness_judge"), ("", "judge"),
+          y_range=(0, 1)),
     Chart("thumbs_up_rate", "Thumbs-up rate", ("thumbs_up_rate",), y_range=(0, 1)),
     Chart("feedback_count", "Feedback volume (ratings)", ("feedback_count",)),
     Chart("dont_know_rate", "\u201cI don't know\u201d share", ("dont_know_rate",)),

@@ -73,7 +73,7 @@ TRAFFIC_FAMILIES = frozenset({
     "requests", "error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms",
     "tokens_per_s", "prompt_tokens", "completion_tokens", "cost_usd", "feedback_count", "thumbs_up_rate",
     "guardrail_block_rate", "retrieval_score_p10", "retrieval_score_p50", "retrieval_score_mean", "groundedness",
-    "dont_know_rate",
+    "groundedness_judge", "dont_know_rate",
 })
 SIGNS = {"insert": 1, "update_postimage": 1, "update_preimage": -1, "delete": -1}
 
@@ -187,11 +187,14 @@ class GroupState:
     dont_know_n: int = 0
     ground_sum: float = 0.0
     ground_n: int = 0
+    judge_sum: float = 0.0  # the LLM judge's verdicts on the same sample (when judge_backend is set)
+    judge_n: int = 0
     feedback_n: int = 0
     feedback_up: int = 0
 
     _SCALARS = ("n", "tps_sum", "tps_n", "prompt_sum", "prompt_n", "completion_sum", "completion_n", "score_sum",
-                "score_n", "ok_n", "dont_know_n", "ground_sum", "ground_n", "feedback_n", "feedback_up")
+                "score_n", "ok_n", "dont_know_n", "ground_sum", "ground_n", "judge_sum", "judge_n",
+                "feedback_n", "feedback_up")
 
     def add(self, other: GroupState) -> None:
         for name in self._SCALARS:
@@ -239,6 +242,8 @@ class GroupState:
             return {"answers": [self.ok_n, self.dont_know_n]}
         if family == "groundedness":
             return {"groundedness": [self.ground_sum, self.ground_n]}
+        if family == "groundedness_judge":
+            return {"groundedness_judge": [self.judge_sum, self.judge_n]}
         if family in ("feedback_count", "thumbs_up_rate"):
             return {"feedback": [self.feedback_n, self.feedback_up]}
         raise KeyError(metric)
@@ -255,7 +260,7 @@ class GroupState:
         pairs = {"score_sum": ("score_sum", "score_n"), "tps": ("tps_sum", "tps_n"),
                  "prompt_tokens": ("prompt_sum", "prompt_n"), "completion_tokens": ("completion_sum", "completion_n"),
                  "answers": ("ok_n", "dont_know_n"), "groundedness": ("ground_sum", "ground_n"),
-                 "feedback": ("feedback_n", "feedback_up")}
+                 "groundedness_judge": ("judge_sum", "judge_n"), "feedback": ("feedback_n", "feedback_up")}
         for comp, (a, b) in pairs.items():
             if comp in state:
                 first, second = state[comp]
@@ -299,6 +304,8 @@ class GroupState:
             out.append(("dont_know_rate", self.dont_know_n / self.ok_n, self.ok_n))
         if self.ground_n > 0:
             out.append(("groundedness", self.ground_sum / self.ground_n, self.ground_n))
+        if self.judge_n > 0:
+            out.append(("groundedness_judge", self.judge_sum / self.judge_n, self.judge_n))
         if n > 0 or self.feedback_n > 0:
             out.append(("feedback_count", self.feedback_n, self.feedback_n))
         if self.feedback_n > 0:
@@ -551,6 +558,10 @@ def _score_groundedness(lh, settings, candidates: pd.DataFrame, states: dict[Key
     from ragops.evaluation.metrics._text import content_tokens, is_abstention
     from ragops.evaluation.metrics.groundedness import groundedness
 
+    judge = _judge(settings)
+    if judge is not None:  # (judges import LangChain: only when one is configured)
+        from ragops.evaluation.judges import JudgeError
+
     c = candidates[~candidates["shadow"].fillna(False).astype(bool) & (candidates["status"] == "ok")
                    & candidates["answer"].notna()].copy()
     if c.empty:
@@ -598,7 +609,26 @@ def _score_groundedness(lh, settings, candidates: pd.DataFrame, states: dict[Key
         st = out.setdefault((pd.Timestamp(row.g_window), row.g_route, row.g_version), GroupState())
         st.ground_sum += float(score)
         st.ground_n += 1
+        if judge is not None:  # the same answer, the full cited chunks, the evaluation's judge
+            contexts = [texts[i] for i in ids if texts.get(i)]
+            try:
+                verdict = judge.judge_groundedness(row.answer, contexts)
+            except JudgeError as exc:  # a judge that cannot answer leaves the code scorer's value standing
+                log.warning("groundedness judge: request %s not judged: %s", row.request_id, exc)
+                continue
+            st.judge_sum += float(verdict.score)
+            st.judge_n += 1
     return out
+
+
+def _judge(settings):
+    """The evaluation's LLM judge when ``judge_backend`` is set (verdicts cached under ``<root>/judge_cache``)."""
+    config = settings.evaluation.judge()
+    if config is None:
+        return None
+    from ragops.evaluation.judges import Judge
+
+    return Judge.from_config(config, cache_dir=settings.root / "judge_cache")
 
 
 def _rows_for(states: dict[Key, GroupState], settings, window_seconds: int,
