@@ -324,6 +324,33 @@ def test_feedback_first_written_after_a_run_is_counted_by_the_next(tmp_path):
     assert got[(START, "rag_chain", "1", "requests")] == len(frame)  # the log's states were kept
 
 
+def test_a_rating_read_before_its_request_was_logged_counts_once_the_request_is(tmp_path):
+    """The gateway writes feedback at once and the log row when its journal flushes: a monitor run in
+    between sees a rating without its request. It leaves it out, and the run that reads the request
+    counts it — as one full rebuild over the same rows would."""
+    settings, lh = make(tmp_path)
+    early = synthetic_log(300, start=START, windows=1, seed=21)
+    late = synthetic_log(100, start=START + pd.Timedelta(minutes=30), windows=1, seed=22, id_prefix="late")
+    lh.upsert("inference_log", early)
+    lh.upsert("feedback", synthetic_feedback(pd.concat([early, late]), share=0.3, up_rate=0.4, seed=2))
+    first = run_and_store(lh, settings)
+
+    def ratings_counted() -> float:  # over every window (a rating falls in the window it was given in)
+        return sum(v for k, v in stored(lh).items() if k[3] == "feedback_count")
+
+    waiting = lh.read("feedback")["request_id"].isin(late["request_id"]).sum()
+    assert waiting > 0
+    assert ratings_counted() == len(lh.read("feedback")) - waiting
+
+    lh.upsert("inference_log", late)  # the journal flushed
+    second = run_and_store(lh, settings, (first.log_version, first.feedback_version))
+    assert second.mode == "incremental"
+    assert ratings_counted() == len(lh.read("feedback"))
+    got = stored(lh)
+    full = update_traffic(lh, settings, since_log_version=None, since_feedback_version=None)
+    assert_same(got, by_key(full.metrics))
+
+
 def test_a_new_window_length_rebuilds(tmp_path):
     settings, lh = make(tmp_path)
     lh.upsert("inference_log", synthetic_log(200, start=START, windows=2, seed=12))

@@ -542,7 +542,8 @@ def _attribute_feedback(lh, ratings: pd.DataFrame, log_rows: pd.DataFrame | None
     known = known.drop_duplicates("request_id", keep="last")
     orphans = ~ratings["request_id"].isin(known["request_id"])
     if orphans.any():
-        log.info("feedback: %d rating(s) for requests not in inference_log are left out", int(orphans.sum()))
+        log.info("feedback: %d rating(s) for requests not in inference_log yet are left out until their request "
+                 "is logged", int(orphans.sum()))
     return ratings[~orphans.to_numpy()].merge(known, on="request_id", how="left")
 
 
@@ -750,6 +751,16 @@ def _incremental(lh, settings, ws: int, log_now: int, fb_now: int | None, since_
         delta = aggregate_log(changed, signs, ws)
         new_rows = changed[(changed["_change_type"] == "insert").to_numpy()]
         current_rows = changed[signs > 0]
+    if since_fb is not None and not new_rows.empty:
+        # Ratings an earlier run read before their request reached the log (the gateway writes feedback
+        # at once and the log row when its journal flushes), so they were left out then: a request
+        # inserted now was not in the log before, so every rating it had at since_fb is one of those.
+        late = lh.read(FEEDBACK_TABLE, FEEDBACK_COLUMNS, version=since_fb,
+                       where={"request_id": new_rows["request_id"].dropna().unique().tolist()})
+        if not late.empty:
+            read += len(late)
+            late = _attribute_feedback(lh, late.assign(_sign=1), current_rows, log_now)
+            merge_states(delta, aggregate_feedback(late, late["_sign"].to_numpy(), ws))
     if fb_now is not None and fb_now != since_fb:
         if fb_delta is None:  # the feedback table is new since the last run: all of it is new
             ratings = lh.read(FEEDBACK_TABLE, FEEDBACK_COLUMNS, version=fb_now)
