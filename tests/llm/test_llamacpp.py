@@ -164,3 +164,23 @@ def test_a_context_pool_answers_concurrently_and_greedy_answers_do_not_change():
     pool = pooled._pool()
     assert pool.size == 2 and pool._count <= 2 and peak[0] == 2  # two answers really generated at once
     assert pool.first.llama.context_params.n_threads == max(1, available_cores() // 2)
+
+
+def test_the_model_file_is_resolved_once_per_model_not_per_request(monkeypatch):
+    """A registry name (models:/rag_llm@candidate) resolves through the MLflow registry: once per model
+    instance, not on every request (the answering path calls loaded() several times per request)."""
+    import ragops.llm.llamacpp as llamacpp
+
+    calls = []
+    real = llamacpp.resolve_gguf_path
+
+    def counting(name, gguf_type="f16"):
+        calls.append(name)
+        return real(name, gguf_type)
+
+    monkeypatch.setattr(llamacpp, "resolve_gguf_path", counting)
+    model = LlamaCppChatModel(max_new_tokens=4)
+    for _ in range(3):
+        assert model.invoke(CHAT).content
+        model.prompt_tokens(CHAT)
+    assert calls == [model.model_name]

@@ -42,6 +42,7 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import PrivateAttr
 
 from ragops.cpu import available_cores
 from ragops.llm.base import LocalChatBase
@@ -231,6 +232,9 @@ class LlamaCppChatModel(LocalChatBase):
     #: contexts generating at once (ContextPool); 1 = one context on the default threads
     n_parallel: int = 1
     seed: int = 0
+    #: the GGUF file model_name resolved to: resolved once per model, since a registry name
+    #: (models:/rag_llm@candidate) would otherwise cost a registry query on every request
+    _gguf: str | None = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
@@ -245,10 +249,15 @@ class LlamaCppChatModel(LocalChatBase):
         """The (first) context: what tokenizes, and what answers when ``n_parallel`` is 1."""
         if self.n_parallel > 1:
             return self._pool().first
-        return load_gguf(str(resolve_gguf_path(self.model_name, self.gguf_type)), self.n_ctx, self.n_threads)
+        return load_gguf(self._gguf_file(), self.n_ctx, self.n_threads)
+
+    def _gguf_file(self) -> str:
+        if self._gguf is None:
+            self._gguf = str(resolve_gguf_path(self.model_name, self.gguf_type))
+        return self._gguf
 
     def _pool(self) -> ContextPool:
-        return context_pool(str(resolve_gguf_path(self.model_name, self.gguf_type)), self.n_ctx, self.n_parallel)
+        return context_pool(self._gguf_file(), self.n_ctx, self.n_parallel)
 
     def _context(self) -> contextlib.AbstractContextManager[LoadedGGUF]:
         return self._pool().acquire() if self.n_parallel > 1 else contextlib.nullcontext(self.loaded())
