@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -456,20 +456,40 @@ class InferenceLog:
         """Journal writes that failed (a full disk): those requests are not in the log."""
         return self._write_errors
 
+    def _unflushed(self) -> Iterator[bytes]:
+        """What every journal on this machine holds past its checkpoint (not in Delta yet)."""
+        for path in sorted(self.journal_dir.glob("*.jsonl")):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(_Journal.read_checkpoint(path))
+                    yield f.read()
+            except (FileNotFoundError, OSError):  # flushed and deleted meanwhile: then it is in Delta
+                continue
+
+    def pending_rows(self) -> list[dict[str, Any]]:
+        """The rows recorded on this machine that are not in Delta yet, oldest journal first (a line
+        being written right now is skipped)."""
+        rows = []
+        for data in self._unflushed():
+            for line in data.split(b"\n"):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and row.get("request_id"):
+                    rows.append(row)
+        return rows
+
     def seen(self, request_id: str) -> bool:
         """Whether a request was logged: recently by this process, in any process's un-flushed
         journal on this machine, or in the Delta table."""
         if request_id in self._recent:
             return True
         needle = _id_needle(request_id)
-        for path in sorted(self.journal_dir.glob("*.jsonl")):
-            try:
-                with open(path, "rb") as f:
-                    f.seek(_Journal.read_checkpoint(path))
-                    if needle in f.read():
-                        return True
-            except FileNotFoundError:  # flushed and deleted meanwhile: then it is in Delta
-                continue
+        if any(needle in data for data in self._unflushed()):
+            return True
         lh = self.lakehouse
         if not lh.exists(TABLE):
             return False

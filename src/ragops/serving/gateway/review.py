@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -83,31 +82,10 @@ def _clean(value: Any) -> Any:
 
 
 def journal_rows(inference_log: Any) -> list[dict[str, Any]]:
-    """Rows recorded on this machine that are not in Delta yet: every journal's lines past its
-    checkpoint. Empty when the log keeps no journal (a test fake) or the folder is gone."""
-    journal_dir = getattr(inference_log, "journal_dir", None)
-    if journal_dir is None:
-        return []
-    from ragops.serving.gateway.journal import _Journal
-
-    rows = []
-    for path in sorted(Path(journal_dir).glob("*.jsonl")):
-        try:
-            with open(path, "rb") as f:
-                f.seek(_Journal.read_checkpoint(path))
-                data = f.read()
-        except (FileNotFoundError, OSError):  # flushed and removed meanwhile: then it is in Delta
-            continue
-        for line in data.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line being written right now
-                continue
-            if isinstance(row, dict) and row.get("request_id"):
-                rows.append(row)
-    return rows
+    """Rows recorded on this machine that are not in Delta yet (the journals' lines past their
+    checkpoints: :meth:`InferenceLog.pending_rows`). Empty when the log keeps no journal (a test fake)."""
+    pending = getattr(inference_log, "pending_rows", None)
+    return pending() if pending is not None else []
 
 
 def recent(gateway: Any, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
