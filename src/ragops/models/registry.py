@@ -73,18 +73,24 @@ def model_name(settings: Settings, *, unity_catalog: bool = False) -> str:
     return settings.registered_model_name
 
 
-def alias_version(settings: Settings, alias: str, name: str | None = None) -> str | None:
-    """The version ``alias`` points at, or None when the alias (or the model) does not exist.
-    Any other registry failure (auth, network, server) raises."""
+def alias_model_version(settings: Settings, alias: str, name: str | None = None) -> Any | None:
+    """MLflow's ``ModelVersion`` (version, run, tags) that ``alias`` points at, or None when the alias
+    (or the model) does not exist. Any other registry failure (auth, network, server) raises."""
     from mlflow.exceptions import MlflowException
 
     client = configure_mlflow(settings, experiment=False)
     try:
-        return str(client.get_model_version_by_alias(name or model_name(settings), alias).version)
+        return client.get_model_version_by_alias(name or model_name(settings), alias)
     except MlflowException as exc:
         if is_not_found(exc):
             return None
         raise
+
+
+def alias_version(settings: Settings, alias: str, name: str | None = None) -> str | None:
+    """The version ``alias`` points at, or None when the alias (or the model) does not exist."""
+    mv = alias_model_version(settings, alias, name)
+    return None if mv is None else str(mv.version)
 
 
 def resolve(settings: Settings, ref: str | int) -> tuple[str, str | None]:

@@ -99,19 +99,12 @@ def _champion_snapshot(settings: Settings) -> tuple[str, int | None] | None:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         return None  # no local registry yet: do not create one just to find it empty
-    from mlflow.exceptions import MlflowException
+    from ragops.models.registry import alias_model_version, model_name
 
-    from ragops.models.registry import model_name
-    from ragops.tracking import configure_mlflow, is_not_found
-
-    client = configure_mlflow(settings, experiment=False)
     name = model_name(settings)
-    try:
-        version = client.get_model_version_by_alias(name, "champion")
-    except MlflowException as exc:
-        if is_not_found(exc):
-            return None
-        raise
+    version = alias_model_version(settings, "champion", name)
+    if version is None:
+        return None
     snapshot = version.tags.get("index_snapshot")
     if not snapshot:
         log.warning("freshness: %s v%s (@champion) has no index_snapshot tag (logged before lineage tags); "
