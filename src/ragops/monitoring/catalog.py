@@ -16,6 +16,9 @@ import pandas as pd
 
 from ragops.errors import RagopsError
 
+#: The table every metric row lives in (``ragops.lakehouse.schemas.MONITORING_METRICS``).
+METRICS_TABLE = "monitoring_metrics"
+
 
 class MonitoringError(RagopsError, RuntimeError):
     """The monitor job cannot do what it was asked; the message says what to fix."""
@@ -128,6 +131,18 @@ def metrics_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df["source_version"] = df["source_version"].astype("Int64")
     df["value"] = df["value"].astype("float64")
     return df[list(empty_frame("monitoring_metrics").columns)]
+
+
+def read_metrics(lh, window_starts=None, columns=None) -> pd.DataFrame:
+    """Stored ``monitoring_metrics`` rows of the windows starting at ``window_starts`` (all windows when
+    None), only ``columns`` when given; an empty frame when the table does not exist yet."""
+    from ragops.lakehouse.schemas import empty_frame
+
+    if (window_starts is not None and not len(window_starts)) or not lh.exists(METRICS_TABLE):
+        empty = empty_frame(METRICS_TABLE)
+        return empty[list(columns)] if columns else empty
+    where = None if window_starts is None else {"window_start": sorted(window_starts)}
+    return lh.read(METRICS_TABLE, list(columns) if columns else None, where=where)
 
 
 def window_bounds(ts: pd.Timestamp | pd.Series, window_seconds: int):

@@ -40,11 +40,11 @@ import pandas as pd
 
 from ragops.config import Settings
 from ragops.lakehouse.schemas import utcnow
-from ragops.monitoring.catalog import family, metrics_frame, window_bounds
+from ragops.monitoring.catalog import METRICS_TABLE, family, metrics_frame, read_metrics, window_bounds
 
 log = logging.getLogger("ragops.monitoring")
 
-METRICS_TABLE, ALERTS_TABLE, RUNS_TABLE = "monitoring_metrics", "alerts", "monitoring_runs"
+ALERTS_TABLE, RUNS_TABLE = "alerts", "monitoring_runs"
 #: Metrics whose value moves with the wall clock alone (judged every run, stored only alongside other writes).
 CLOCK_METRICS = ("job_age_s", "index_lag_s")
 #: The drift metric whose state keeps the window's query sample.
@@ -138,9 +138,7 @@ def _int(value: Any) -> int | None:
 
 def _stored(lh, window_starts: list[pd.Timestamp], metrics: list[str] | None = None) -> pd.DataFrame:
     """Stored ``monitoring_metrics`` rows of the given windows (optionally only some metrics)."""
-    if not window_starts or not lh.exists(METRICS_TABLE):
-        return metrics_frame([])
-    frame = lh.read(METRICS_TABLE, where={"window_start": list(window_starts)})
+    frame = read_metrics(lh, window_starts)
     if metrics is not None and not frame.empty:
         frame = frame[frame["metric"].isin(metrics)]
     return frame

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ragops.errors import RagopsError
-from ragops.monitoring.catalog import METRICS, MonitoringError, describe
+from ragops.monitoring.catalog import METRICS, MonitoringError, describe, read_metrics
 from ragops.monitoring.plots import Series, format_value, line_chart, scatter_chart
 
 log = logging.getLogger(__name__)
@@ -159,15 +159,14 @@ def _version(lh, name: str) -> int | None:
 
 def _read_metrics(lh, max_windows: int) -> pd.DataFrame:
     cols = ["window_start", "window_end", "route", "model_version", "metric", "value", "count"]
-    if not lh.exists("monitoring_metrics"):
-        return pd.DataFrame(columns=[*cols, "family", "label"])
-    frame = lh.read("monitoring_metrics", cols)
+    # the window starts first (one narrow column), then only the last max_windows windows in full
+    starts = read_metrics(lh, columns=["window_start"])["window_start"]
+    keep = sorted(pd.to_datetime(starts, utc=True).unique())[-max_windows:]
+    frame = read_metrics(lh, keep, cols)
     if frame.empty:
         return frame.assign(family=pd.Series(dtype=str), label=pd.Series(dtype=str))
     frame["window_start"] = pd.to_datetime(frame["window_start"], utc=True)
     frame["window_end"] = pd.to_datetime(frame["window_end"], utc=True)
-    keep = sorted(frame["window_start"].unique())[-max_windows:]
-    frame = frame[frame["window_start"].isin(keep)].copy()
     parts = frame["metric"].str.split(":", n=1, expand=True)
     frame["family"] = parts[0]
     frame["label"] = parts[1].fillna("") if parts.shape[1] > 1 else ""

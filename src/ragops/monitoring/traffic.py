@@ -53,13 +53,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ragops.lakehouse.base import ChangeFeedUnavailable
-from ragops.monitoring.catalog import metric_row, metrics_frame
+from ragops.monitoring.catalog import metric_row, metrics_frame, read_metrics
 
 log = logging.getLogger(__name__)
 
 LOG_TABLE = "inference_log"
 FEEDBACK_TABLE = "feedback"
-METRICS_TABLE = "monitoring_metrics"
 
 #: What a full read takes from inference_log (chunk_ids only for the groundedness sample, by id).
 LOG_COLUMNS = ["request_id", "shadow", "timestamp", "route", "model_version", "question", "answer", "sources",
@@ -657,10 +656,7 @@ def _stored_metrics(lh, windows: Iterable[pd.Timestamp] | None, *, with_state: b
     """Stored traffic rows (of the given windows; all when None) that still hold a value."""
     cols = ["window_start", "window_end", "route", "model_version", "metric", "value"] + (
         ["state"] if with_state else [])
-    if not lh.exists(METRICS_TABLE):
-        return pd.DataFrame(columns=cols)
-    where = None if windows is None else {"window_start": sorted(windows)}
-    stored = lh.read(METRICS_TABLE, cols, where=where)
+    stored = read_metrics(lh, windows, cols)
     if stored.empty:  # (a created, still empty table: .str.partition of nothing has no columns)
         return stored
     families = stored["metric"].str.partition(":")[0]
