@@ -41,8 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from ragops.config.rules import read_rules_yaml, tier_entries
 from ragops.errors import RulesFileError
 from ragops.evaluation.stats import MetricSummary, PairedComparison
 
@@ -221,35 +220,13 @@ def parse_gates(data: Any, source: str = "<gates>") -> Gates:
     """Validate a parsed gates document (see the module docstring) and return its rules."""
     if data is None:
         raise GatesError("the file is empty; define at least a block tier (see data/eval/gates.yml)", source)
-    if not isinstance(data, Mapping):
-        raise GatesError(f"expected a mapping with keys {', '.join(TIERS)} at the top level", source)
-    rules: list[GateRule] = []
-    for tier, entries in data.items():
-        if tier not in TIERS:
-            raise GatesError(f"unknown tier {tier!r}; tiers are {', '.join(TIERS)}", source, str(tier))
-        if entries is None:
-            continue
-        if not isinstance(entries, list):
-            raise GatesError("expected a list of rules (`- metric: …`)", source, tier)
-        rules += [_parse_rule(entry, source, tier, i) for i, entry in enumerate(entries)]
+    rules = [_parse_rule(entry, source, tier, i) for tier, i, entry in tier_entries(data, TIERS, source, GatesError)]
     return Gates(rules=rules, source=source)
 
 
 def load_gates(path: str | Path = DEFAULT_GATES_PATH) -> Gates:
     """Read and validate a gates file; any problem raises :class:`GatesError` naming where it is."""
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise GatesError("no such file; pass the path of a gates file such as data/eval/gates.yml",
-                         source) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise GatesError(f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}", source) from exc
+    data, source = read_rules_yaml(path, GatesError, "pass the path of a gates file such as data/eval/gates.yml")
     return parse_gates(data, source)
 
 

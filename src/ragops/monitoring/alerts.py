@@ -61,8 +61,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
-import yaml
 
+from ragops.config.rules import read_rules_yaml, tier_entries
 from ragops.errors import RulesFileError
 from ragops.lakehouse.schemas import empty_frame, utcnow
 from ragops.monitoring.catalog import METRICS, MonitoringError, describe, family
@@ -217,43 +217,23 @@ def parse_alert_rules(data: Any, source: str = "<alerts>") -> AlertRules:
     """Validate a parsed rules document (see the module docstring) and return its rules."""
     if data is None:
         return AlertRules(rules=(), source=source)
-    if not isinstance(data, Mapping):
-        raise AlertRulesError(f"expected a mapping with keys {', '.join(TIERS)} at the top level", source)
     rules: list[AlertRule] = []
     where: dict[str, str] = {}
-    for tier, entries in data.items():
-        if tier not in TIERS:
-            raise AlertRulesError(f"unknown tier {tier!r}; tiers are {', '.join(TIERS)}", source, str(tier))
-        if entries is None:
-            continue
-        if not isinstance(entries, list):
-            raise AlertRulesError("expected a list of rules (`- metric: …`)", source, tier)
-        for i, entry in enumerate(entries):
-            rule = _parse_rule(entry, source, tier, i)
-            if rule.name in where:
-                raise AlertRulesError(
-                    f"rule name {rule.name!r} is also the name of {where[rule.name]}; incidents are identified "
-                    "by rule name, so give one of them a distinct `name:`", source, tier, i, "name")
-            where[rule.name] = f"{tier}[{i}]"
-            rules.append(rule)
+    for tier, i, entry in tier_entries(data, TIERS, source, AlertRulesError):
+        rule = _parse_rule(entry, source, tier, i)
+        if rule.name in where:
+            raise AlertRulesError(
+                f"rule name {rule.name!r} is also the name of {where[rule.name]}; incidents are identified "
+                "by rule name, so give one of them a distinct `name:`", source, tier, i, "name")
+        where[rule.name] = f"{tier}[{i}]"
+        rules.append(rule)
     return AlertRules(rules=tuple(rules), source=source)
 
 
 def load_alert_rules(path: str | Path = DEFAULT_ALERTS_PATH) -> AlertRules:
     """Read and validate a rules file; any problem raises :class:`AlertRulesError` naming where it is."""
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise AlertRulesError("no such file; pass the path of a rules file such as data/monitoring/alerts.yml "
-                              "(setting monitor_alerts)", source) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise AlertRulesError(f"invalid YAML{at}: {getattr(exc, 'problem', None) or exc}", source) from exc
+    data, source = read_rules_yaml(path, AlertRulesError, "pass the path of a rules file such as "
+                                   "data/monitoring/alerts.yml (setting monitor_alerts)")
     return parse_alert_rules(data, source)
 
 
