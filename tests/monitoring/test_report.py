@@ -149,19 +149,11 @@ def make_settings(tmp_path: Path) -> Settings:
     return Settings.from_variables({"root": str(tmp_path / "state")})
 
 
-def _drift_ready() -> bool:
-    try:
-        from ragops.monitoring.drift import embed_queries, project_2d  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_the_page_is_self_contained_and_shows_every_section(tmp_path):
     settings = make_settings(tmp_path)
     populate(settings)
     lh = open_lakehouse(settings)
-    data = build_report(lh, settings, project_queries=_drift_ready())
+    data = build_report(lh, settings, project_queries=True)
     page = render_html(data)
     size = len(page.encode("utf-8"))
     assert size < 2 * 1024 * 1024
@@ -186,10 +178,7 @@ def test_the_page_is_self_contained_and_shows_every_section(tmp_path):
     assert alerts.index("firing") < alerts.index("cleared")
     pipeline = page[page.index('id="pipeline"'):]
     assert "ingest_job" in pipeline and "embed" in pipeline and "failed" in pipeline
-    if _drift_ready():
-        assert "projection" in svgs and svgs["projection"].count("<circle") >= 80
-    else:
-        assert "does not have yet" in page
+    assert "projection" in svgs and svgs["projection"].count("<circle") >= 80
     (tmp_path / "monitor.html").write_text(page, encoding="utf-8")
 
 
@@ -267,7 +256,7 @@ def test_monitor_page_in_a_real_browser(tmp_path):
     driver = _browser_with_console_log(_browser)
     try:
         # the report on its own, as `ragops monitor report` writes it
-        path = write_report(open_lakehouse(settings), settings, tmp_path / "report", project_queries=_drift_ready())
+        path = write_report(open_lakehouse(settings), settings, tmp_path / "report", project_queries=True)
         driver.get(path.as_uri())
         assert len(driver.find_elements(By.CSS_SELECTOR, "svg.chart")) >= 20
         _screenshot(driver, tmp_path / "monitor-report.png")

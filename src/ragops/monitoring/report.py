@@ -242,23 +242,15 @@ def _sample_corpus(lh, n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
 
 
 def _recent_questions(lh, n: int) -> list[str]:
-    index = lh.read("inference_log", ["request_id", "timestamp", "shadow"])
-    index = index[~index["shadow"].fillna(False).astype(bool)]
-    newest = index.sort_values("timestamp", ascending=False).head(n)["request_id"].tolist()
-    if not newest:
-        return []
-    rows = lh.read("inference_log", ["request_id", "question", "shadow"], where={"request_id": newest})
-    rows = rows[~rows["shadow"].fillna(False).astype(bool)]
+    from ragops.serving.gateway.journal import newest_requests
+
+    rows = newest_requests(lh, n, ["question"])
     return [q for q in rows["question"].dropna().astype(str) if q.strip()]
 
 
 def _projection(lh, settings, notes: list[str]) -> Projection | None:
-    try:
-        from ragops.monitoring.drift import embed_queries, project_2d
-    except ImportError:
-        notes.append("The 2-D projection needs ragops.monitoring.drift (embed_queries, project_2d), which this "
-                     "installation does not have yet.")
-        return None
+    from ragops.monitoring.drift import embed_queries, project_2d
+
     if not lh.exists("embeddings") or not lh.exists("inference_log"):
         notes.append("No projection: it needs the embeddings table (ragops bundle run ingest_job) and queries in "
                      "inference_log (traffic through the gateway).")

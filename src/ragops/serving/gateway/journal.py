@@ -697,6 +697,22 @@ class InferenceLog:
 
 
 # --- Databricks inference tables ----------------------------------------------------------------
+def newest_requests(lh: Any, n: int, columns: list[str]) -> pd.DataFrame:
+    """The ``n`` most recent served (non-shadow) requests in the Delta ``inference_log``, ``columns``
+    of them (``request_id`` and ``shadow`` included): two reads, the newest ids from three narrow
+    columns, then only those rows. Empty when the table does not exist."""
+    cols = list(dict.fromkeys(["request_id", "shadow", *columns]))
+    if not lh.exists(TABLE):
+        return pd.DataFrame(columns=cols)
+    index = lh.read(TABLE, ["request_id", "timestamp", "shadow"])
+    index = index[~index["shadow"].fillna(False).astype(bool)]
+    newest = index.sort_values("timestamp", ascending=False).head(n)["request_id"].tolist()
+    if not newest:
+        return pd.DataFrame(columns=cols)
+    rows = lh.read(TABLE, cols, where={"request_id": newest})
+    return rows[~rows["shadow"].fillna(False).astype(bool)]
+
+
 def _json_or_none(raw: Any) -> Any:
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):
         return None

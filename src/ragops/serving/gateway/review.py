@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from ragops.serving.gateway.journal import newest_requests
 from ragops.serving.gateway.pages import add_asset_route, asset, authenticate, gateway_lakehouse, page_headers
 
 log = logging.getLogger("ragops.serving.gateway.review")
@@ -92,15 +93,8 @@ def recent(gateway: Any, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
     """The ``limit`` most recent non-shadow answers, newest first, each with its feedback."""
     lh = gateway_lakehouse(gateway)
     by_id: dict[str, dict[str, Any]] = {}
-    if lh.exists("inference_log"):
-        # two reads: the newest ids from three narrow columns, then only those rows in full
-        index = lh.read("inference_log", ["request_id", "timestamp", "shadow"])
-        index = index[~index["shadow"].fillna(False).astype(bool)]
-        newest = index.sort_values("timestamp", ascending=False).head(limit)["request_id"].tolist()
-        frame = lh.read("inference_log", list(COLUMNS), where={"request_id": newest}) if newest else index.iloc[:0]
-        frame = frame[~frame["shadow"].fillna(False).astype(bool)] if len(frame) else frame
-        for rec in frame.to_dict("records"):
-            by_id[rec["request_id"]] = {k: _clean(v) for k, v in rec.items()}
+    for rec in newest_requests(lh, limit, list(COLUMNS)).to_dict("records"):
+        by_id[rec["request_id"]] = {k: _clean(v) for k, v in rec.items()}
     pending = 0
     for row in journal_rows(gateway.log):  # newer than Delta: they win
         if row.get("shadow"):
