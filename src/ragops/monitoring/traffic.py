@@ -35,7 +35,8 @@ Definitions (see :mod:`.catalog` for the names):
   the window's sample is not full, and a rewritten row is not re-scored (the sample keeps its first
   score). Skipped when there is no ``embeddings`` table to take the contexts from;
 - feedback_count / thumbs_up_rate: ratings windowed by the rating's ``created_at``, attributed to the
-  route and version of the request they rate (feedback on a request not in the log is left out).
+  route and version of the request they rate (a rating whose request is not in the log yet is left
+  out until the run that reads the request: the gateway writes feedback before its journal flushes).
 """
 
 from __future__ import annotations
