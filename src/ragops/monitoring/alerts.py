@@ -562,13 +562,16 @@ def _record_notified(rows: pd.DataFrame, changes: AlertChanges, outcome: dict[st
     return rows
 
 
-def sync_alerts(lh: Lakehouse, settings: Settings, metrics: pd.DataFrame, *, now: Any = None) -> AlertChanges:
-    """The monitor job's alert step: evaluate ``settings.monitoring.alerts`` over ``metrics`` against the
-    open incidents in the ``alerts`` table, post to ``settings.monitoring.webhook`` (when set and something
-    fired or cleared; its outcome goes into ``notified``), and upsert the changed rows. No change, no commit.
+def sync_alerts(lh: Lakehouse, settings: Settings, metrics: pd.DataFrame, *, now: Any = None,
+                rules: AlertRules | None = None) -> AlertChanges:
+    """The monitor job's alert step: evaluate ``rules`` (default: loaded from ``settings.monitoring.alerts``)
+    over ``metrics`` against the open incidents in the ``alerts`` table, post to
+    ``settings.monitoring.webhook`` (when set and something fired or cleared; its outcome goes into
+    ``notified``), and upsert the changed rows. No change, no commit.
     """
     now = _timestamp(now if now is not None else utcnow())
-    rules = load_alert_rules(settings.monitoring.alerts)
+    if rules is None:
+        rules = load_alert_rules(settings.monitoring.alerts)
     open_alerts = lh.read("alerts", where={"status": ["firing"]}) if lh.exists("alerts") else None
     changes = evaluate_alerts(rules, metrics, open_alerts, now=now)
     url = settings.monitoring.webhook

@@ -307,12 +307,12 @@ def run_monitor(lh, settings: Settings, *, now: pd.Timestamp | None = None, runs
     run.metrics_written = len(new)
 
     # Alerts judge the latest windows against their predecessors (for_windows) and the health rows of now.
-    lookback = max([r.for_windows for r in rules.rules] or [1])
+    lookback = rules.lookback
     judged_windows = sorted({pd.Timestamp(w) for w in new["window_start"]} if not new.empty else set())
     earlier = sorted({w - pd.Timedelta(seconds=window_s * i) for w in judged_windows for i in range(1, lookback)})
     judged = _concat(_stored(lh, [w for w in earlier if w not in judged_windows]), new, health)
     judged = judged.drop_duplicates(["window_start", "route", "model_version", "metric"], keep="last")
-    changes = sync_alerts(lh, settings, judged, now=now)
+    changes = sync_alerts(lh, settings, judged, now=now, rules=rules)
     run.fired, run.cleared, run.firing = changes.fired, changes.cleared, changes.firing
 
     if update.mode != "unchanged":
