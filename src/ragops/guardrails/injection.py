@@ -15,9 +15,13 @@ Two detectors, the higher score wins:
   and Dutch.
 - **model** (``injection_model.json``): a logistic regression over hashed character 3–5-grams and
   word 1–2-grams, trained by ``scripts/train_injection_model.py`` on the public development set
-  (``../shared/datasets/guardrails/injection_dev.jsonl``; the data itself is not shipped, only
-  the weights). It catches paraphrases the rules do not spell out. Its weights are a JSON file
-  read with the standard library, so scoring needs no scikit-learn at run time.
+  (``../shared/datasets/guardrails/injection_dev.jsonl``), the project's hard negatives
+  (``data/guardrails/hard_negatives.jsonl``) and outside corpora of attacks (Tensor Trust, GPTFuzz)
+  and benign instructions (Self-Instruct, T0); the data itself is not shipped, only the weights. Its
+  0.5 is calibrated to a 1% false-positive rate on benign sources it did not see. It catches
+  paraphrases the rules do not spell out; on a whole origin of attacks it was not trained on it
+  catches about half of what the rules miss (BENCHMARKS.md §12). Its weights are a JSON file read
+  with the standard library, so scoring needs no scikit-learn at run time.
 
 The verdict's ``score`` is in [0, 1]; ``flagged`` is ``score >= threshold`` (default 0.5).
 """
