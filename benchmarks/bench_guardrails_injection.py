@@ -50,6 +50,7 @@ from _common import loadavg, machine_info, now_iso, write_result  # noqa: E402
 from ragops.guardrails.injection import detect_injection  # noqa: E402
 from ragops.guardrails.injection_train import (  # noqa: E402
     DEFAULT_DATASET,
+    calibrated_logit,
     held_out_by_origin,
     held_out_split,
     load_external,
@@ -109,13 +110,9 @@ def _pool(entries: dict, name: str) -> dict:
 
 def _by_source(rows: list[dict], flag) -> dict:
     out = {}
-    for source in sorted({_group(r["source"]) for r in rows}):
-        out[source] = rates([r for r in rows if _group(r["source"]) == source], flag)
+    for source in sorted({source_family(r["source"]) for r in rows}):
+        out[source] = rates([r for r in rows if source_family(r["source"]) == source], flag)
     return out
-
-
-def _group(source: str) -> str:
-    return source_family(source) if not source.startswith("t0:") else source.split("/", 1)[0]
 
 
 def benign_questions(dev: list[dict], n_squad: int = 2000) -> list[dict]:
@@ -142,16 +139,15 @@ def external_sections(dev: list[dict], ext: list[dict], encoder: bool) -> dict:
     trained_on = set(shipped.meta.get("sources", [])) if shipped else set()
     out: dict = {"external_rows": _counts(ext), "shipped_model_sources": sorted(trained_on)}
     out["external_shipped"] = {
-        src: {**r, "in_sample": src.split("/", 1)[0] in trained_on}
+        src: {**r, "in_sample": src in trained_on}
         for src, r in _by_source(ext, lambda t: detect_injection(t).flagged).items()}
-    held = {}
-    for o in ORIGINS:
-        tune, test = held_out_by_origin(rows, o)
+    held, splits = {}, {o: held_out_by_origin(rows, o) for o in ORIGINS}
+    for o, (tune, test) in splits.items():
         attacks = [r for r in rows if r["label"] == "injection" and origin(r["source"]) == o]
         t = time.perf_counter()
         model = train(tune)
-        entry = {"tuned_on": sorted({_group(r["source"]) for r in tune}),
-                 "tested_on": sorted({_group(r["source"]) for r in test}),
+        entry = {"tuned_on": sorted({source_family(r["source"]) for r in tune}),
+                 "tested_on": sorted({source_family(r["source"]) for r in test}),
                  "near_copies_dropped": len(attacks) - sum(r["label"] == "injection" for r in test),
                  "train_s": round(time.perf_counter() - t, 1), "model_meta": model.meta}
         for name, use_rules in (("model", False), ("rules+model", True)):
@@ -165,21 +161,21 @@ def external_sections(dev: list[dict], ext: list[dict], encoder: bool) -> dict:
     questions = benign_questions(dev)
     out["benign_questions"] = _by_source(questions, lambda t: detect_injection(t).flagged)
     if encoder:
-        out["encoder"] = encoder_section(rows)
+        out["encoder"] = encoder_section(rows, splits)
     return out
 
 
 def _counts(rows: list[dict]) -> dict:
     from collections import Counter
 
-    return dict(sorted(Counter(f"{r['label']}:{_group(r['source'])}" for r in rows).items()))
+    return dict(sorted(Counter(f"{r['label']}:{source_family(r['source'])}" for r in rows).items()))
 
 
-def encoder_section(rows: list[dict]) -> dict:
-    """Held out by origin with a logistic regression on MiniLM sentence embeddings (+ the rules)."""
+def encoder_section(rows: list[dict], splits: dict[str, tuple[list[dict], list[dict]]]) -> dict:
+    """Held out by origin (the same ``splits``) with a logistic regression on MiniLM sentence
+    embeddings (+ the rules), calibrated as ``train`` calibrates the n-gram model."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold, cross_val_predict
 
     from ragops.embedding.onnxrt import OnnxEmbedder
 
@@ -190,16 +186,13 @@ def encoder_section(rows: list[dict]) -> dict:
     rule = np.array([detect_injection(r["text"], model=None).flagged for r in rows])
     position = {id(r): i for i, r in enumerate(rows)}
     held = {}
-    for o in ORIGINS:
-        tune, test = held_out_by_origin(rows, o)
+    for o, (tune, test) in splits.items():
         ti = np.array([position[id(r)] for r in tune])
         si = np.array([position[id(r)] for r in test])
         y = np.array([r["label"] == "injection" for r in tune])
         yt = np.array([r["label"] == "injection" for r in test])
         lr = LogisticRegression(C=4.0, class_weight="balanced", max_iter=5000)
-        cv = cross_val_predict(lr, x[ti], y, cv=GroupKFold(5), groups=[r["source"] for r in tune],
-                               method="decision_function")
-        cut = np.quantile(cv[~y], 0.99)
+        cut = calibrated_logit(lr, x[ti], y, [r["source"] for r in tune])
         lr.fit(x[ti], y)
         flag = (lr.decision_function(x[si]) >= cut) | rule[si]
         held[o] = {"encoder+rules": {"detected": int(flag[yt].sum()), "injection": int(yt.sum()),

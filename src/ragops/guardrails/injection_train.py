@@ -29,8 +29,10 @@ DEFAULT_DATASET = Path("/work/shared/datasets/guardrails/injection_dev.jsonl")
 #: Benign prompts written for the project that use the attacks' words legitimately ("reset my
 #: password", "the installation instructions", "developer mode on Android"): tune-only.
 HARD_NEGATIVES = Path(__file__).resolve().parents[3] / "data" / "guardrails" / "hard_negatives.jsonl"
-#: Benign sources the model may be tuned on; the others are only ever tested on.
-TUNE_BENIGN = ("squad_v1.1_dev", "bipia:text_attack_train", "ragops:hard-negatives")
+#: Benign sources (families) the model may be tuned on; the others are only ever tested on. From
+#: the outside corpora: Self-Instruct's seed tasks and half of the T0 datasets (by a hash of the
+#: dataset name, see :func:`_t0_side`).
+TUNE_BENIGN = ("squad_v1.1_dev", "bipia:text_attack_train", "ragops:hard-negatives", "selfinstruct:seed", "t0:tune")
 #: Subtracted from the fitted intercept (see :func:`train`).
 PRIOR_SHIFT = 1.0
 #: False-positive rate :func:`train` calibrates the model's 0.5 to, on benign sources it did not see.
@@ -42,9 +44,6 @@ EXTERNAL = {
     "GPTFuzz": ("https://github.com/sherdencooper/GPTFuzz", "1eddeb565740ae311b5f4950492b011a6f866fe7"),
     "self-instruct": ("https://github.com/yizhongw/self-instruct", "0b26ccaa415992100fa32df62d41b994cf928e23"),
 }
-#: Benign outside sources that may be tuned on (the others are test-only): Self-Instruct's seed
-#: tasks and half of the T0 datasets (by a hash of the dataset name, see :func:`_t0_side`).
-TUNE_BENIGN_EXTERNAL = ("selfinstruct:seed", "t0:tune")
 #: T0 rows read per prompt template (294 templates).
 T0_PER_TEMPLATE = 4
 
@@ -67,11 +66,6 @@ def _t0_side(dataset: str) -> str:
     return "tune" if int(hashlib.sha256(dataset.encode()).hexdigest()[:8], 16) % 2 == 0 else "test"
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def load_external(root: str | Path) -> list[dict[str, Any]]:
     """Rows ``{"text", "label", "source"}`` from the clones under ``root`` named in ``EXTERNAL``
     (a missing clone is skipped). Exact duplicates (after :func:`normalize`) are kept once.
@@ -90,7 +84,7 @@ def load_external(root: str | Path) -> list[dict[str, Any]]:
     for source, rel in (("tensortrust:hijacking", "hijacking-robustness/v1/hijacking_robustness_dataset.jsonl"),
                         ("tensortrust:extraction", "extraction-robustness/v1/extraction_robustness_dataset.jsonl")):
         if (tt / rel).exists():
-            rows += [{"text": r["attack"], "label": "injection", "source": source} for r in _read_jsonl(tt / rel)]
+            rows += [{"text": r["attack"], "label": "injection", "source": source} for r in load_rows(tt / rel)]
     fuzz = root / "GPTFuzz" / "datasets"
     if (fuzz / "prompts").exists():
         with open(fuzz / "questions" / "question_list.csv", encoding="utf-8") as f:
@@ -104,7 +98,7 @@ def load_external(root: str | Path) -> list[dict[str, Any]]:
     for source, rel in (("selfinstruct:seed", "data/seed_tasks.jsonl"),
                         ("selfinstruct:user_oriented", "human_eval/user_oriented_instructions.jsonl")):
         if (si / rel).exists():
-            for r in _read_jsonl(si / rel):
+            for r in load_rows(si / rel):
                 inputs = [i["input"] for i in r.get("instances", []) if i.get("input")]
                 rows.append({"text": r["instruction"] + ("\n\n" + inputs[0] if inputs else ""), "label": "benign",
                              "source": source})
@@ -132,8 +126,7 @@ def origin(source: str) -> str:
 
 
 def _tunable_benign(source: str) -> bool:
-    fam = source_family(source)
-    return fam in TUNE_BENIGN or fam in TUNE_BENIGN_EXTERNAL
+    return source_family(source) in TUNE_BENIGN
 
 
 def _shingles(text: str, n: int = 5) -> set[str]:
@@ -230,15 +223,22 @@ def train(rows: Iterable[dict[str, Any]], *, c: float = 4.0, prune: float = 2e-3
         # 2.2) is taken back, so the model flags on its own only when it is fairly sure.
         meta["prior_shift"] = PRIOR_SHIFT
         return LinearModel(weights, bias - PRIOR_SHIFT, meta)
-    from sklearn.model_selection import GroupKFold, cross_val_predict
-
-    groups = [r["source"] for r in rows]
-    scores = cross_val_predict(LogisticRegression(C=c, class_weight="balanced", max_iter=2000), x, y,
-                               cv=GroupKFold(n_splits=5), groups=groups, method="decision_function")
-    # The logit that target_fpr of the cross-validated benign scores exceed becomes the model's 0.5.
-    cut = float(np.quantile(scores[y == 0], 1.0 - target_fpr))
+    cut = calibrated_logit(LogisticRegression(C=c, class_weight="balanced", max_iter=2000), x, y,
+                           [r["source"] for r in rows], target_fpr)
     meta.update(target_fpr=target_fpr, calibrated_logit=round(cut, 4))
     return LinearModel(weights, bias - cut, meta)
+
+
+def calibrated_logit(estimator, x, y, groups: Sequence[str], target_fpr: float = TARGET_FPR) -> float:
+    """The decision value that ``target_fpr`` of the benign rows (``y == 0``) exceed when each is
+    scored by a copy of ``estimator`` fitted without its group (grouped 5-fold cross-validation):
+    the operating point, measured on sources the fit did not see."""
+    import numpy as np
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    scores = cross_val_predict(estimator, x, y, cv=GroupKFold(n_splits=5), groups=list(groups),
+                               method="decision_function")
+    return float(np.quantile(scores[np.asarray(y) == 0], 1.0 - target_fpr))
 
 
 def rates(rows: Sequence[dict[str, Any]], flag) -> dict[str, Any]:
@@ -251,5 +251,5 @@ def rates(rows: Sequence[dict[str, Any]], flag) -> dict[str, Any]:
             "recall": tp / len(inj) if inj else None, "fpr": fp / len(ben) if ben else None}
 
 
-__all__ = ["DEFAULT_DATASET", "EXTERNAL", "HARD_NEGATIVES", "training_rows", "held_out_by_origin", "held_out_split", "load_external", "load_rows",
-           "near_duplicates", "origin", "rates", "source_family", "train"]
+__all__ = ["DEFAULT_DATASET", "EXTERNAL", "HARD_NEGATIVES", "calibrated_logit", "held_out_by_origin", "held_out_split", "load_external",
+           "load_rows", "near_duplicates", "origin", "rates", "source_family", "train", "training_rows"]
