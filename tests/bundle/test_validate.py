@@ -131,3 +131,12 @@ def test_jobs_that_open_the_lakehouse_run_on_the_targets_engine(job):
     """A job reading tables must get the target's engine: without the parameter it silently ran local."""
     params = {p["name"]: p["default"] for p in load_bundle(REPO, "dev").jobs[job]["parameters"]}
     assert params["engine"] == "spark" and "spark_remote" in params
+
+
+def test_a_key_defined_twice_is_an_error_naming_both_lines(bundle_copy):
+    """PyYAML would keep the second silently; the Databricks CLI refuses the file, so validate does too."""
+    path = bundle_copy / "databricks.yml"
+    path.write_text(path.read_text().replace("\nvariables:\n", "\nvariables:\n  chunk_size:\n    default: 64\n", 1))
+    issues = issues_of(bundle_copy)
+    assert any(i.startswith("databricks.yml") and "'chunk_size' is defined twice (first at line" in i
+               for i in issues), issues

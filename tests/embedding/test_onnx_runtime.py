@@ -1,6 +1,7 @@
-"""The ONNX Runtime embedder (``embedding_runtime=onnx`` / ``onnx-int8``), used for real: its vectors
-against torch's, the one-time export into the model cache, and what a runtime switch does to an
-existing index (a clear error until the next ingest run re-embeds everything)."""
+"""The embedders that run the exported graph (``embedding_runtime=openvino``, the default, and ONNX
+Runtime's ``onnx`` / ``onnx-int8``), used for real: their vectors against torch's, the one-time export
+into the model cache, OpenVINO's bf16 (or its clear refusal on a CPU without bf16), and what a runtime
+switch does to an existing index (a clear error until the next ingest run re-embeds everything)."""
 
 from __future__ import annotations
 
@@ -43,11 +44,11 @@ def model_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_vectors():
-    return get_embedder(EmbeddingConfig()).encode(TEXTS)
+    return get_embedder(EmbeddingConfig(runtime="torch")).encode(TEXTS)
 
 
-@pytest.mark.parametrize(("runtime", "min_cosine"), [("onnx", 0.9999), ("onnx-int8", 0.97)])
-def test_onnx_vectors_agree_with_torch(model_cache, torch_vectors, runtime, min_cosine):
+@pytest.mark.parametrize(("runtime", "min_cosine"), [("openvino", 0.9999), ("onnx", 0.9999), ("onnx-int8", 0.97)])
+def test_exported_graph_vectors_agree_with_torch(model_cache, torch_vectors, runtime, min_cosine):
     embedder = get_embedder(EmbeddingConfig(runtime=runtime))
     vectors = embedder.encode(TEXTS, batch_size=2)  # several batches, lengths sorted across them
     assert vectors.shape == torch_vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
@@ -55,11 +56,49 @@ def test_onnx_vectors_agree_with_torch(model_cache, torch_vectors, runtime, min_
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosines = (vectors * torch_vectors).sum(axis=1)
     assert cosines.min() >= min_cosine, cosines
-    assert embedder.model_name == ("all-MiniLM-L6-v2" if runtime == "onnx" else "all-MiniLM-L6-v2@onnx-int8")
+    fp32 = runtime != "onnx-int8"
+    assert embedder.model_name == ("all-MiniLM-L6-v2" if fp32 else "all-MiniLM-L6-v2@onnx-int8")
     assert embedder.encode([]).shape == (0, 384)
     # fp32 is batch-independent; int8's dynamic quantization scales activations per batch, so a text's
     # vector moves a little with its batch-mates
-    assert float(embedder.encode_query(TEXTS[0]) @ vectors[0]) >= (0.99999 if runtime == "onnx" else 0.99)
+    assert float(embedder.encode_query(TEXTS[0]) @ vectors[0]) >= (0.99999 if fp32 else 0.99)
+
+
+def _cpu_has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_openvino_bf16_is_its_own_identity_or_a_clear_refusal(model_cache, torch_vectors):
+    """bf16 is close to torch's vectors but not equal, so it is stored under its own name; on a CPU
+    without bf16 arithmetic it is refused with the fix named, never run at fp32 under the bf16 name."""
+    from ragops.embedding.base import EmbeddingError
+
+    config = EmbeddingConfig(runtime="openvino", dtype="bfloat16")
+    assert embedder_identity(config) == "all-MiniLM-L6-v2@openvino-bf16"
+    if not _cpu_has_bf16():
+        with pytest.raises(EmbeddingError, match="embedding_dtype=float32"):
+            get_embedder(config)
+        return
+    embedder = get_embedder(config)
+    vectors = embedder.encode(TEXTS, batch_size=2)
+    cosines = (vectors * torch_vectors).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines
+    assert cosines.min() < 0.9999999  # it really computed in bf16: fp32 agrees to float rounding
+    assert embedder.model_name == "all-MiniLM-L6-v2@openvino-bf16"
+
+
+def test_openvino_embedder_is_safe_to_share_between_threads(model_cache):
+    """The gateway embeds queries from several threads through one cached embedder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = get_embedder(EmbeddingConfig(runtime="openvino"))
+    alone = [embedder.encode_query(t) for t in TEXTS]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(embedder.encode_query, TEXTS * 4))
+    for i, vector in enumerate(together):
+        assert np.allclose(vector, alone[i % len(TEXTS)], atol=1e-6)
 
 
 def test_export_is_cached_and_written_atomically(model_cache, monkeypatch):
@@ -101,18 +140,20 @@ def test_identity_names_the_numerics():
     identities = {
         (runtime, dtype): embedder_identity(EmbeddingConfig(runtime=runtime, dtype=dtype))
         for runtime, dtype in [("torch", "float32"), ("torch", "bfloat16"), ("onnx", "float32"),
-                               ("onnx-int8", "float32")]
+                               ("onnx-int8", "float32"), ("openvino", "float32"), ("openvino", "bfloat16")]
     }
     assert identities == {
         ("torch", "float32"): "all-MiniLM-L6-v2",  # unchanged: existing indexes stay valid
         ("torch", "bfloat16"): "all-MiniLM-L6-v2@bf16",
         ("onnx", "float32"): "all-MiniLM-L6-v2",  # the same vectors as torch fp32 (float rounding)
         ("onnx-int8", "float32"): "all-MiniLM-L6-v2@onnx-int8",
+        ("openvino", "float32"): "all-MiniLM-L6-v2",
+        ("openvino", "bfloat16"): "all-MiniLM-L6-v2@openvino-bf16",  # not torch's bf16: other kernels
     }
     # the alias spelling of the packaged model is the same model
     assert embedder_identity(EmbeddingConfig(model="sentence-transformers/all-MiniLM-L6-v2", runtime="onnx-int8")) \
         == "all-MiniLM-L6-v2@onnx-int8"
-    assert EmbeddingConfig().runtime == "onnx"  # the default: no torch at query time
+    assert EmbeddingConfig().runtime == "openvino"  # the default: no torch at query time
     # remote backends have no local runtime
     assert embedder_identity(EmbeddingConfig(backend="openai", model="m", runtime="onnx")) == "m"
 
@@ -121,6 +162,7 @@ def test_identity_names_the_numerics():
     ({"embedding_runtime": "tensorrt"}, "embedding_runtime"),
     ({"embedding_dtype": "float16"}, "embedding_dtype"),
     ({"embedding_runtime": "onnx", "embedding_dtype": "bfloat16"}, "embedding_dtype"),
+    ({"embedding_runtime": "onnx-int8", "embedding_dtype": "bfloat16"}, "embedding_dtype"),
 ])
 def test_bad_runtime_settings_name_the_variable(variables, named):
     with pytest.raises(SettingsError, match=named):
@@ -128,7 +170,7 @@ def test_bad_runtime_settings_name_the_variable(variables, named):
 
 
 def test_switching_runtime_on_an_existing_index(model_cache, small_corpus, make_settings):
-    """An fp32 index answers queries from either fp32 runtime (torch or ONNX: the same vectors).
+    """An fp32 index answers queries from every fp32 runtime (OpenVINO, the default, or torch: the same vectors).
     Searching it with the int8 runtime fails clearly; the next ingest run re-embeds every chunk and
     rebuilds the index, after which search works again."""
     from ragops.index.build import build_index
@@ -138,10 +180,10 @@ def test_switching_runtime_on_an_existing_index(model_cache, small_corpus, make_
     chunks = first["embed"].chunks
     assert first["embed"].model == "all-MiniLM-L6-v2"
     torch_settings = make_settings(source_path=str(small_corpus), embedding_runtime="torch")
-    by_onnx = Searcher.open(fp32_settings).search("How long is data retained?", k=3, mode="vector")
+    by_default = Searcher.open(fp32_settings).search("How long is data retained?", k=3, mode="vector")
     by_torch = Searcher.open(torch_settings).search("How long is data retained?", k=3, mode="vector")
-    assert [h.chunk_id for h in by_onnx] == [h.chunk_id for h in by_torch]
-    assert by_onnx[0].score == pytest.approx(by_torch[0].score, abs=1e-6)
+    assert [h.chunk_id for h in by_default] == [h.chunk_id for h in by_torch]
+    assert by_default[0].score == pytest.approx(by_torch[0].score, abs=1e-6)
 
     int8_settings = make_settings(source_path=str(small_corpus), embedding_runtime="onnx-int8")
     with pytest.raises(SearchError, match=r"'all-MiniLM-L6-v2'.*'all-MiniLM-L6-v2@onnx-int8'"):

@@ -37,25 +37,38 @@ log = logging.getLogger(__name__)
 
 
 class OnnxEmbedder(Embedder):
+    """The exported graph on ONNX Runtime. :class:`~ragops.embedding.openvino_rt.OpenVinoEmbedder`
+    runs the same file on OpenVINO and shares everything here but :meth:`_open` and :meth:`_infer`."""
+
+    runtime_label = "ONNX Runtime"
+
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, quantized: bool = False, batch_size: int = 32,
                  model_name: str, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.model_file = onnx_model_file(model, quantized=quantized)
         info = onnx_model_info(self.model_file)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cores()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # ORT warns about unused initializers in exported graphs
-        self.session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
+        self.threads = threads or available_cores()
+        self._open()
         self.model = model
         self.model_name = model_name
         self.dimension = int(info["dimension"])
         self.max_seq_length = int(info["max_seq_length"])
         self._fast = load_fast_tokenizer(model, self.max_seq_length)
         self.batch_size = batch_size
-        log.info("loaded ONNX embedding model %s (%d-d, %s, %d threads)", model_name, self.dimension,
-                 self.model_file, options.intra_op_num_threads)
+        log.info("loaded %s embedding model %s (%d-d, %s, %d threads)", self.runtime_label, model_name,
+                 self.dimension, self.model_file, self.threads)
+
+    def _open(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # ORT warns about unused initializers in exported graphs
+        self.session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One padded batch (``ONNX_INPUTS`` → int64 arrays) → its (rows, dimension) sentence vectors."""
+        return self.session.run(None, feeds)[0]
 
     @property
     def tokenizer(self):
@@ -77,5 +90,5 @@ class OnnxEmbedder(Embedder):
             ids = np.array([e.ids for e in encodings], dtype=np.int64)
             columns = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
                        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
-            out[rows] = self.session.run(None, {name: columns[name] for name in ONNX_INPUTS})[0]
+            out[rows] = self._infer({name: columns[name] for name in ONNX_INPUTS})
         return normalize(out)

@@ -1,0 +1,67 @@
+"""The local embedder on OpenVINO (``embedding_runtime=openvino``, the default).
+
+It runs the very ONNX file that :class:`~ragops.embedding.onnxrt.OnnxEmbedder` runs (exported once
+into the model cache; OpenVINO reads ONNX directly, no conversion step or second file), with the same
+tokenizer and batching, so the only difference is the engine.
+
+Precision is explicit, never OpenVINO's own default: left alone, OpenVINO computes in bfloat16 on CPUs
+that have it (AVX512-BF16, AMX) and in fp32 elsewhere, so the same setting would give different
+vectors on different machines. Here ``embedding_dtype=float32`` asks for fp32 everywhere (torch's
+vectors to float rounding, the bare identity ``all-MiniLM-L6-v2``), and ``bfloat16`` asks for bf16,
+which is checked after compiling: a CPU without bf16 arithmetic is an error naming the fix, not a
+silent fp32 run under a bf16 identity (``all-MiniLM-L6-v2@openvino-bf16``). Measured in BENCHMARKS.md
+§7: on a 2-core Xeon with AMX, fp32 1.3× and bf16 3.2× ``SentenceTransformer.encode``.
+
+Thread pinning is off: the embedder shares two cores with the LLM, the gateway's workers and test
+runs, and pinned OpenVINO threads would wait on cores that others hold.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ragops.embedding.base import EmbeddingError
+from ragops.embedding.onnxrt import OnnxEmbedder
+
+#: ``embedding_dtype`` → OpenVINO's inference precision hint.
+PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
+
+
+class OpenVinoEmbedder(OnnxEmbedder):
+    runtime_label = "OpenVINO"
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", *, dtype: str = "float32", batch_size: int = 32,
+                 model_name: str, threads: int | None = None) -> None:
+        if dtype not in PRECISIONS:
+            raise EmbeddingError(f"embedding_dtype={dtype!r}: the openvino runtime runs {' or '.join(PRECISIONS)}")
+        self.dtype = dtype
+        super().__init__(model, quantized=False, batch_size=batch_size, model_name=model_name, threads=threads)
+
+    def _open(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(self.model_file)), "CPU", {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": self.threads,
+            "INFERENCE_PRECISION_HINT": PRECISIONS[self.dtype],
+            "ENABLE_CPU_PINNING": False,
+        })
+        ran = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        wanted = {"float32": ("f32", "float32"), "bfloat16": ("bf16", "bfloat16")}[self.dtype]
+        if not any(name in ran for name in wanted):
+            capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            raise EmbeddingError(
+                f"embedding_dtype={self.dtype} on the openvino runtime needs a CPU with bfloat16 arithmetic "
+                f"(AVX512-BF16 or AMX); this one offers {capabilities} and OpenVINO would compute in {ran}. "
+                "Use --var embedding_dtype=float32 (the same vectors as torch).")
+        self._output = self.compiled.output(0)
+        self._requests = threading.local()  # an infer request is not thread-safe; the compiled model is
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        return np.asarray(request.infer(feeds)[self._output], dtype=np.float32)
