@@ -197,7 +197,11 @@ def machine_info() -> dict:
     }
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+            lines = f.readlines()
+        info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+        # what decides which kernels run (bf16 / int8 matmuls): the same "2 cores" differ machine to machine
+        info["cpu_matmul_flags"] = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
     except OSError:
         pass
     with contextlib.suppress(ValueError, OSError):

@@ -1,7 +1,11 @@
-"""Embedding runtimes: torch fp32 (plain ``SentenceTransformer.encode``) vs ONNX Runtime fp32 vs int8.
+"""Embedding runtimes: torch fp32 (plain ``SentenceTransformer.encode``) vs OpenVINO fp32 / bf16 vs ONNX
+Runtime fp32 / int8.
 
-    .venv/bin/python benchmarks/bench_embed.py throughput [--texts 2000 --rounds 4 --batch-size 32]
-    .venv/bin/python benchmarks/bench_embed.py quality --runtime onnx-int8 [--root /tmp/ragops-bench/scifact-onnx-int8]
+    .venv/bin/python benchmarks/bench_embed.py throughput [--texts 2000 --rounds 4 --batch-size 32 --tag _xeon]
+    .venv/bin/python benchmarks/bench_embed.py quality --runtime openvino-bf16 [--root /tmp/ragops-bench/scifact-ov]
+
+A runtime name here is ``embedding_runtime``, or ``openvino-bf16`` for ``embedding_runtime=openvino`` with
+``embedding_dtype=bfloat16``.
 
 ``throughput``: SciFact chunks exactly as the pipeline embeds them (the default chunker, title
 prefix; the first documents of the corpus until ``--texts`` chunks), encoded by each runtime in
@@ -15,7 +19,8 @@ title, RRF k 10, weights 1.5/1.0), then nDCG@10 / recall@100 on the 300 test que
 ``bench_retrieval.py`` scores them (document level, k = 100). Torch fp32's numbers with the same
 defaults are in ``bench_retrieval.json`` / ``bench_eval_sweep.json`` (0.722 hybrid, 0.669 vector).
 
-Both write into ``benchmarks/results/bench_embed.json`` (one key per part and runtime).
+Both write into ``benchmarks/results/bench_embed.json`` (one key per part and runtime, plus ``--tag``: the
+same "2-core machine" is not always the same CPU, and bf16 or int8 speed depends on which it is).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "openvino", "openvino-bf16", "onnx", "onnx-int8")
 #: torch fp32 with the project defaults (BENCHMARKS.md §3, bench_retrieval.json, bench_eval_sweep.json).
 TORCH_NDCG10 = {"vector": 0.669, "keyword": 0.682, "hybrid": 0.722}
 RESULT = C.RESULTS_DIR / "bench_embed.json"
@@ -49,7 +54,15 @@ def parse_args(argv=None):
     q.add_argument("--root", type=Path, default=None, help="fresh build root under /tmp (wiped first)")
     for sp in (t, q):
         sp.add_argument("--dataset", type=Path, default=C.DEFAULT_DATASET)
+        sp.add_argument("--tag", default="", help="suffix of the result key, e.g. _xeon_amx")
     return p.parse_args(argv)
+
+
+def settings_vars(runtime: str) -> dict[str, str]:
+    """This benchmark's runtime name → the bundle variables that select it."""
+    if runtime == "openvino-bf16":
+        return {"embedding_runtime": "openvino", "embedding_dtype": "bfloat16"}
+    return {"embedding_runtime": runtime}
 
 
 def save(key: str, value: dict) -> None:
@@ -92,8 +105,10 @@ def throughput(args) -> dict:
 
     result: dict = {"date": C.now_iso(), "argv": sys.argv, "load_before": C.loadavg(), "machine": C.machine_info()}
     import onnxruntime
+    import openvino
 
     result["machine"]["onnxruntime_version"] = onnxruntime.__version__
+    result["machine"]["openvino_version"] = openvino.__version__
     texts = pipeline_texts(args.dataset, args.texts)
     result["texts"] = len(texts)
     encoders = {}
@@ -105,7 +120,8 @@ def throughput(args) -> dict:
             encoders[runtime] = lambda xs, st=st: st.encode(xs, batch_size=args.batch_size, normalize_embeddings=True,
                                                             convert_to_numpy=True, show_progress_bar=False)
         else:
-            emb = get_embedder(EmbeddingConfig(runtime=runtime))
+            v = settings_vars(runtime)
+            emb = get_embedder(EmbeddingConfig(runtime=v["embedding_runtime"], dtype=v.get("embedding_dtype", "float32")))
             encoders[runtime] = lambda xs, emb=emb: emb.encode(xs, batch_size=args.batch_size)
         load_s[runtime] = round(time.perf_counter() - t0, 2)  # includes a first-time export
         encoders[runtime](texts[:64])  # warm-up
@@ -147,7 +163,7 @@ def throughput(args) -> dict:
         }
     result["table"] = table
     result["load_after"] = C.loadavg()
-    save("throughput", result)
+    save(f"throughput{args.tag}", result)
     return result
 
 
@@ -165,7 +181,7 @@ def quality(args) -> dict:
     C.safe_rmtree(src)
     src.mkdir(parents=True)
     shutil.copyfile(args.dataset / "corpus.jsonl", src / "corpus.jsonl")
-    settings = C.settings_for(root, src / "corpus.jsonl", embedding_runtime=args.runtime)
+    settings = C.settings_for(root, src / "corpus.jsonl", **settings_vars(args.runtime))
     result: dict = {"date": C.now_iso(), "argv": sys.argv, "root": str(root), "load_before": C.loadavg(),
                     "machine": C.machine_info(), "embedding": asdict(settings.embedding)}
     t0 = time.perf_counter()
@@ -192,7 +208,7 @@ def quality(args) -> dict:
         scores[mode] = m
     result["test"] = scores
     result["load_after"] = C.loadavg()
-    save(f"quality_{args.runtime}", result)
+    save(f"quality_{args.runtime}{args.tag}", result)
     return result
 
 
