@@ -184,3 +184,23 @@ def test_the_model_file_is_resolved_once_per_model_not_per_request(monkeypatch):
         assert model.invoke(CHAT).content
         model.prompt_tokens(CHAT)
     assert calls == [model.model_name]
+
+
+@pytest.mark.parametrize("gguf_type", ["packaged", "q8_0"])
+def test_every_gguf_type_answers_a_chain_sized_prompt(gguf_type):
+    """Each ``llm_gguf_type`` loads and answers a prompt of the chain's size. Run in a child process:
+    on a Xeon with AMX, llama.cpp's repacked AMX path crashed the whole process (SIGSEGV) on the
+    quantized types, which no in-process assertion could report."""
+    import subprocess
+    import sys
+
+    code = ("from langchain_core.messages import HumanMessage; from ragops.config import LLMConfig; "
+            "from ragops.llm import get_chat_model; "
+            f"m = get_chat_model(LLMConfig(gguf_type={gguf_type!r}, max_new_tokens=4)); "
+            "r = m.invoke([HumanMessage('Context: ' + 'the collector listens on port 4817. ' * 80 + "
+            "'Question: which port?')]); "
+            "print(r.usage_metadata['input_tokens'], r.usage_metadata['output_tokens'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    prompt_tokens, answer_tokens = map(int, done.stdout.split()[-2:])
+    assert prompt_tokens > 600 and 1 <= answer_tokens <= 4

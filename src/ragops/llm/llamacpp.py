@@ -91,11 +91,51 @@ class LoadedGGUF:
     special_tokens: dict[str, str]
 
 
+def amx_compiled_in() -> bool:
+    """Whether this llama.cpp build has its AMX int8 kernels (built natively on a CPU with AMX)."""
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+_model_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any):
+    """llama-cpp-python 0.3.36 builds ``llama_model_params`` inside ``Llama.__init__`` from
+    ``llama_model_default_params()`` and exposes no argument for some fields; this sets them for one
+    load (under a lock, since the default function is swapped module-wide for that moment)."""
+    import llama_cpp.llama as llama_module
+
+    with _model_params_lock:
+        default = llama_module.llama_cpp.llama_model_default_params
+
+        def patched():
+            params = default()
+            for name, value in fields.items():
+                setattr(params, name, value)
+            return params
+
+        llama_module.llama_cpp.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            llama_module.llama_cpp.llama_model_default_params = default
+
+
 def _new_context(path: str, n_ctx: int, threads: int, batch_threads: int) -> LoadedGGUF:
     from llama_cpp import Llama
 
     started = time.perf_counter()
-    llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads, verbose=False)
+    # llama.cpp's "extra" weight buffers repack quantized matrices for AMX where the build has it; with
+    # llama-cpp-python 0.3.36 on a 2-core Xeon with AMX that path crashed the process (SIGSEGV at the
+    # first evaluation) for SmolLM2's Q8_0 and Q4_1 weights, and F16 gained nothing from it (prefill of
+    # 700 tokens 1.77 s with it, 1.90 s without). So it is off where AMX is compiled in, and left to
+    # llama.cpp elsewhere (its AVX2 repacks ran fine on the AMD box of BENCHMARKS.md §8).
+    with _model_params(use_extra_bufts=not amx_compiled_in()):
+        llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads,
+                      verbose=False)
     # Free it before interpreter teardown: Llama.__del__ at exit finds llama.cpp's bindings gone and
     # prints a TypeError traceback after every `ragops ask`.
     atexit.register(llama.close)
