@@ -181,6 +181,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="result file (default benchmarks/results/bench_llm.json), e.g. one per machine")
     ap.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     ap.add_argument("--prompts-file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -241,7 +243,7 @@ def main() -> None:
         } for b in BACKENDS if b != "transformers"}
     result["targets"] = {"decode_tokens_per_s": ">= 2.5", "ttft_median": "<= 0.15"}
     result["load_after"] = loadavg()
-    write_result("bench_llm", result)
+    write_result("bench_llm", result, args.out)
 
 
 if __name__ == "__main__":
