@@ -105,7 +105,10 @@ def throughput(args) -> dict:
 
     result: dict = {"date": C.now_iso(), "argv": sys.argv, "load_before": C.loadavg(), "machine": C.machine_info()}
     import onnxruntime
-    import openvino
+
+    from ragops.embedding.openvino_rt import import_openvino
+
+    openvino = import_openvino()
 
     result["machine"]["onnxruntime_version"] = onnxruntime.__version__
     result["machine"]["openvino_version"] = openvino.__version__

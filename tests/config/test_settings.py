@@ -157,13 +157,13 @@ def test_config_hash_is_stable_and_sensitive():
 def test_default_config_hashes_did_not_change():
     """Chunk ids and snapshot manifests carry these hashes: declaring settings must not change them.
     (EmbeddingConfig's is hashed nowhere; it changed when its unused ``normalize`` field went and when
-    ``runtime`` came and when its default became onnx: the vectors' identity is ``embedder_identity``,
-    not this hash. LLMConfig's, and
+    ``runtime`` came and when its default became onnx, then openvino: the vectors' identity is
+    ``embedder_identity``, not this hash. LLMConfig's, and
     with it ChainConfig's, changed when ``gguf_type`` came: the default weights moved from Q4_1 to F16,
     so the answers differ and a logged chain must say so.)"""
     assert {cls.__name__: config_hash(cls()) for cls in (IngestConfig, ChunkingConfig, EmbeddingConfig, LLMConfig,
                                                          IndexConfig, ChainConfig)} == {
-        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "9adc4ce1dcc4",
+        "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "4deb091f88bb",
         "LLMConfig": "78ebd3c03916", "IndexConfig": "7f13accc35c6", "ChainConfig": "ac72adce640a"}
 
 

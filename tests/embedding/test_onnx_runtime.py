@@ -65,8 +65,9 @@ def test_exported_graph_vectors_agree_with_torch(model_cache, torch_vectors, run
 
 
 def _cpu_has_bf16() -> bool:
-    import openvino as ov
+    from ragops.embedding.openvino_rt import import_openvino
 
+    ov = import_openvino()
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
@@ -87,6 +88,24 @@ def test_openvino_bf16_is_its_own_identity_or_a_clear_refusal(model_cache, torch
     assert cosines.min() >= 0.999, cosines
     assert cosines.min() < 0.9999999  # it really computed in bf16: fp32 agrees to float rounding
     assert embedder.model_name == "all-MiniLM-L6-v2@openvino-bf16"
+
+
+def test_openvino_sends_no_telemetry(model_cache, tmp_path):
+    """``import openvino`` alone would send a usage event to Google Analytics (and fork a child that
+    waits on the network); through ragops it loads its no-op stub and writes nothing to ~/intel."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading; from ragops.config import EmbeddingConfig; from ragops.embedding import get_embedder; "
+            "get_embedder(EmbeddingConfig(runtime='openvino')).encode_query('port'); "
+            "import openvino.tools.ovc.telemetry_utils as t; "
+            "print(t.tm.__name__, sys.modules.get('openvino_telemetry'), "
+            "sum(th.name.startswith('ThreadPoolExecutor') for th in threading.enumerate()))")
+    env = {**os.environ, "HOME": str(tmp_path), "CI": ""}  # CI=true would hide the difference
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         timeout=120).stdout.split()
+    assert out == ["openvino.tools.ovc.telemetry_stub", "None", "0"], out
+    assert not (tmp_path / "intel").exists()  # no client id, no stats file
 
 
 def test_openvino_embedder_is_safe_to_share_between_threads(model_cache):

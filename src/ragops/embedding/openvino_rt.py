@@ -14,16 +14,33 @@ silent fp32 run under a bf16 identity (``all-MiniLM-L6-v2@openvino-bf16``). Meas
 
 Thread pinning is off: the embedder shares two cores with the LLM, the gateway's workers and test
 runs, and pinned OpenVINO threads would wait on cores that others hold.
+
+No telemetry: ``import openvino`` imports its model converter, which sends an "import" event to Google
+Analytics unless the user opted out (``openvino_telemetry``; no consent asked, skipped only when
+``CI=true``). Offline that is a forked child per import that waits on the network, and it hung a Spark
+worker here. :func:`import_openvino` imports OpenVINO with that package hidden, so its converter falls
+back to its own no-op stub; the runtime itself sends nothing.
 """
 
 from __future__ import annotations
 
-import threading
+import sys
 
 import numpy as np
 
 from ragops.embedding.base import EmbeddingError
 from ragops.embedding.onnxrt import OnnxEmbedder
+
+
+def import_openvino():
+    """``openvino``, imported without its usage telemetry (see the module docstring). If OpenVINO or the
+    telemetry package is already imported, by the user's own code, it is left as it is."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # import → ImportError → OpenVINO's stub
+    import openvino
+
+    return openvino
+
 
 #: ``embedding_dtype`` → OpenVINO's inference precision hint.
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
@@ -40,8 +57,7 @@ class OpenVinoEmbedder(OnnxEmbedder):
         super().__init__(model, quantized=False, batch_size=batch_size, model_name=model_name, threads=threads)
 
     def _open(self) -> None:
-        import openvino as ov
-
+        ov = import_openvino()
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(self.model_file)), "CPU", {
             "PERFORMANCE_HINT": "LATENCY",
@@ -58,10 +74,11 @@ class OpenVinoEmbedder(OnnxEmbedder):
                 f"(AVX512-BF16 or AMX); this one offers {capabilities} and OpenVINO would compute in {ran}. "
                 "Use --var embedding_dtype=float32 (the same vectors as torch).")
         self._output = self.compiled.output(0)
-        self._requests = threading.local()  # an infer request is not thread-safe; the compiled model is
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self.compiled.create_infer_request()
-        return np.asarray(request.infer(feeds)[self._output], dtype=np.float32)
+        # One request per batch, and a copy of its output. A request kept per thread (threading.local)
+        # whose output was read as a view of its memory crashed the Spark Connect (Sail) server that
+        # runs the engine's mapInPandas functions (SIGSEGV, or "double free or corruption"), though
+        # never a plain process; a request costs microseconds next to a batch.
+        result = self.compiled.create_infer_request().infer(feeds)
+        return np.array(result[self._output], dtype=np.float32)
