@@ -207,12 +207,10 @@ def main() -> None:
         result[f"convert_{gguf_type}_s"] = round(time.perf_counter() - t, 2)
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    from llama_cpp import Llama
-
-    from ragops.llm.llamacpp import load_gguf, render_chat
+    from ragops.llm.llamacpp import load_gguf, open_llama, render_chat
     from ragops.weights.llm import packaged_gguf
 
-    vocab = Llama(model_path=str(packaged_gguf(DEFAULT_LLM)), vocab_only=True, verbose=False)
+    vocab = open_llama(str(packaged_gguf(DEFAULT_LLM)), vocab_only=True, verbose=False)
     loaded = load_gguf(str(packaged_gguf(DEFAULT_LLM)))
     same_ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
                 == vocab.tokenize(render_chat(loaded, p).encode(), add_bos=False, special=True) for p in prompts]

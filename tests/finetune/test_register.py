@@ -102,14 +102,14 @@ def test_version_and_alias_resolve_to_a_folder_that_loads_downloaded_once(regist
 
 
 def test_gguf_of_a_registered_version_runs_on_llama_cpp(registered):
-    from llama_cpp import Llama
+    from ragops.llm.llamacpp import open_llama
 
     settings, _, root = registered
     configure_mlflow(settings)
     path = resolve_gguf_path("models:/rag_llm@candidate")
     assert path.suffix == ".gguf" and path.parent == root / "cache"
     assert resolve_gguf_path("models:/rag_llm/1") == path
-    llama = Llama(model_path=str(path), n_ctx=64, n_threads=1, verbose=False)
+    llama = open_llama(str(path), n_ctx=64, n_threads=1, verbose=False)
     assert llama.n_embd() == 64 and "im_start" in llama.metadata["tokenizer.chat_template"]
 
 

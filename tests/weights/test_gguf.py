@@ -12,6 +12,7 @@ pytest.importorskip("llama_cpp")
 
 from llama_cpp import Llama  # noqa: E402
 
+from ragops.llm.llamacpp import open_llama  # noqa: E402
 from ragops.weights.gguf import GGUFConversionError, permute, requantize, to_gguf  # noqa: E402
 from ragops.weights.llm import DEFAULT_LLM, resolve_gguf_path, resolve_llm_path  # noqa: E402
 
@@ -58,7 +59,7 @@ def test_permute_is_what_transformers_gguf_loader_undoes():
 def test_tiny_random_llama_converts_to_gguf_with_the_same_logits(tmp_path):
     model = tiny_llama()
     path = to_gguf(model, tmp_path / "tiny.f32.gguf", dtype="f32")
-    llama = Llama(model_path=str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
+    llama = open_llama(str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
     assert llama.n_vocab() == 49152 and llama.metadata["tokenizer.ggml.pre"] == "smollm"
     assert "im_start" in llama.metadata["tokenizer.chat_template"]  # copied from the base GGUF
     llama.eval(PROMPT_IDS)
@@ -72,7 +73,7 @@ def test_tiny_random_llama_converts_to_gguf_with_the_same_logits(tmp_path):
 def test_q8_0_and_tied_embeddings(tmp_path):
     model = tiny_llama(tied=True)
     path = to_gguf(model, tmp_path / "tiny.q8.gguf", dtype="q8_0")
-    llama = Llama(model_path=str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
+    llama = open_llama(str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
     llama.eval(PROMPT_IDS)
     with torch.no_grad():
         theirs = model(torch.tensor([PROMPT_IDS])).logits[0].numpy()
@@ -95,7 +96,7 @@ def test_smollm2_round_trip_generates_the_same_greedy_tokens(tmp_path):
     folder = resolve_llm_path(DEFAULT_LLM)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     path = to_gguf(folder, tmp_path / "smollm2.f16.gguf", dtype="f16")
-    llama = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+    llama = open_llama(str(path), n_ctx=256, n_threads=2, verbose=False)
     ids = llama.tokenize(b"<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
                          add_bos=False, special=True)
     assert llama_greedy(llama, ids, 12) == hf_greedy(model, ids, 12)
@@ -113,8 +114,8 @@ def test_the_default_f16_weights_are_the_transformers_backends(tmp_path, monkeyp
     assert path.parent == tmp_path / "cache" and path.name.endswith(".f16.gguf")
     assert resolve_gguf_path(DEFAULT_LLM).stat().st_mtime_ns == path.stat().st_mtime_ns  # converted once
     assert resolve_gguf_path(DEFAULT_LLM, "packaged") == packaged_gguf(DEFAULT_LLM)  # as shipped
-    llama = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
-    shipped = Llama(model_path=str(packaged_gguf(DEFAULT_LLM)), n_ctx=256, n_threads=2, verbose=False, vocab_only=True)
+    llama = open_llama(str(path), n_ctx=256, n_threads=2, verbose=False)
+    shipped = open_llama(str(packaged_gguf(DEFAULT_LLM)), n_ctx=256, n_threads=2, verbose=False, vocab_only=True)
     assert llama.metadata["tokenizer.chat_template"] == shipped.metadata["tokenizer.chat_template"]
     assert llama.metadata["general.file_type"] == "1"  # MOSTLY_F16
     model = AutoModelForCausalLM.from_pretrained(str(resolve_llm_path(DEFAULT_LLM)), dtype=torch.float32).eval()

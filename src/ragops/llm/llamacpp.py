@@ -124,18 +124,23 @@ def _model_params(**fields: Any):
             llama_module.llama_cpp.llama_model_default_params = default
 
 
-def _new_context(path: str, n_ctx: int, threads: int, batch_threads: int) -> LoadedGGUF:
+def open_llama(path: str, **kwargs: Any):
+    """``llama_cpp.Llama(model_path=path, **kwargs)``, the one way the project opens a GGUF.
+
+    llama.cpp's "extra" weight buffers repack quantized matrices for AMX where the build has it; with
+    llama-cpp-python 0.3.36 on a 2-core Xeon with AMX that path crashed the process (SIGSEGV at the
+    first evaluation) for SmolLM2's Q8_0 and Q4_1 weights, and F16 gained nothing from it (prefill of
+    700 tokens 1.77 s with it, 1.90 s without). So it is off where AMX is compiled in, and left to
+    llama.cpp elsewhere (its AVX2 repacks ran fine on the AMD box of BENCHMARKS.md §8)."""
     from llama_cpp import Llama
 
-    started = time.perf_counter()
-    # llama.cpp's "extra" weight buffers repack quantized matrices for AMX where the build has it; with
-    # llama-cpp-python 0.3.36 on a 2-core Xeon with AMX that path crashed the process (SIGSEGV at the
-    # first evaluation) for SmolLM2's Q8_0 and Q4_1 weights, and F16 gained nothing from it (prefill of
-    # 700 tokens 1.77 s with it, 1.90 s without). So it is off where AMX is compiled in, and left to
-    # llama.cpp elsewhere (its AVX2 repacks ran fine on the AMD box of BENCHMARKS.md §8).
     with _model_params(use_extra_bufts=not amx_compiled_in()):
-        llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads,
-                      verbose=False)
+        return Llama(model_path=path, **kwargs)
+
+
+def _new_context(path: str, n_ctx: int, threads: int, batch_threads: int) -> LoadedGGUF:
+    started = time.perf_counter()
+    llama = open_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads, verbose=False)
     # Free it before interpreter teardown: Llama.__del__ at exit finds llama.cpp's bindings gone and
     # prints a TypeError traceback after every `ragops ask`.
     atexit.register(llama.close)
