@@ -99,7 +99,7 @@ def pipeline_texts(dataset: Path, n: int) -> list[str]:
 def throughput(args) -> dict:
     import numpy as np
 
-    from ragops.config import EmbeddingConfig
+    from ragops.config import Settings
     from ragops.embedding import get_embedder
     from ragops.embedding.local import LocalEmbedder
 
@@ -123,8 +123,7 @@ def throughput(args) -> dict:
             encoders[runtime] = lambda xs, st=st: st.encode(xs, batch_size=args.batch_size, normalize_embeddings=True,
                                                             convert_to_numpy=True, show_progress_bar=False)
         else:
-            v = settings_vars(runtime)
-            emb = get_embedder(EmbeddingConfig(runtime=v["embedding_runtime"], dtype=v.get("embedding_dtype", "float32")))
+            emb = get_embedder(Settings.from_variables(settings_vars(runtime)).embedding)
             encoders[runtime] = lambda xs, emb=emb: emb.encode(xs, batch_size=args.batch_size)
         load_s[runtime] = round(time.perf_counter() - t0, 2)  # includes a first-time export
         encoders[runtime](texts[:64])  # warm-up

@@ -139,7 +139,7 @@ class EmbeddingConfig:
     batch_size: int = setting(32, var="embedding_batch_size", help="Texts embedded per batch.")
     dtype: str = setting("float32", var="embedding_dtype",
                          help="float32 | bfloat16 (local backend, runtimes openvino and torch). bfloat16 on "
-                              "openvino needs a CPU with AVX512-BF16 or AMX and is ~2.4x its fp32 there.")
+                              "openvino needs a CPU with AVX512-BF16 or AMX and is ~2.5x its fp32 there.")
     endpoint: str = setting("", var="embedding_endpoint",
                             help="Base URL (openai) or serving endpoint name (databricks) for remote embedders.")
     runtime: str = setting(
