@@ -106,7 +106,7 @@ def throughput(args) -> dict:
     result: dict = {"date": C.now_iso(), "argv": sys.argv, "load_before": C.loadavg(), "machine": C.machine_info()}
     import onnxruntime
 
-    from ragops.embedding.openvino_rt import import_openvino
+    from ragops.openvino_cpu import import_openvino
 
     openvino = import_openvino()
 

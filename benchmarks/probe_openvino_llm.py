@@ -146,7 +146,7 @@ def stateful_export(model, ov):
 def openvino_runner(model, precision: str):
     import numpy as np
 
-    from ragops.embedding.openvino_rt import import_openvino
+    from ragops.openvino_cpu import import_openvino
 
     ov = import_openvino()
     t = time.perf_counter()

@@ -19,7 +19,7 @@ from ragops.config import (
 #: Valid non-default values for settings whose values are validated in __post_init__.
 CHOICES = {"engine": "spark", "chunk_strategy": "token", "llm_backend": "openai", "chain_search_mode": "keyword",
            "eval_harness": "direct", "embedding_dtype": "bfloat16", "embedding_runtime": "torch",
-           "llm_gguf_type": "q8_0", "finetune_method": "sft+dpo", "finetune_split_by": "tag", "finetune_device": "cpu",
+           "llm_gguf_type": "q8_0", "llm_dtype": "float32", "finetune_method": "sft+dpo", "finetune_split_by": "tag", "finetune_device": "cpu",
            "finetune_validation_share": "0.3", "finetune_dont_know_share": "0.2", "finetune_eval_sets": "a,b",
            "monitor_window": "15min", "monitor_prices": "rag_chain=0.002,*=0.001"}
 
@@ -160,11 +160,12 @@ def test_default_config_hashes_did_not_change():
     ``runtime`` came and when its default became onnx, then openvino: the vectors' identity is
     ``embedder_identity``, not this hash. LLMConfig's, and
     with it ChainConfig's, changed when ``gguf_type`` came: the default weights moved from Q4_1 to F16,
-    so the answers differ and a logged chain must say so.)"""
+    so the answers differ and a logged chain must say so; and again when ``dtype`` (llm_dtype, the
+    openvino backend's precision) came, which a logged chain records whatever its backend.)"""
     assert {cls.__name__: config_hash(cls()) for cls in (IngestConfig, ChunkingConfig, EmbeddingConfig, LLMConfig,
                                                          IndexConfig, ChainConfig)} == {
         "IngestConfig": "cabc81a72cce", "ChunkingConfig": "82647e9a1ad0", "EmbeddingConfig": "4deb091f88bb",
-        "LLMConfig": "78ebd3c03916", "IndexConfig": "7f13accc35c6", "ChainConfig": "ac72adce640a"}
+        "LLMConfig": "7eb2cddd8070", "IndexConfig": "7f13accc35c6", "ChainConfig": "ca2a99787ba0"}
 
 
 def test_none_sets_a_location_to_nothing_while_empty_keeps_the_default(tmp_path: Path):

@@ -65,7 +65,7 @@ def test_exported_graph_vectors_agree_with_torch(model_cache, torch_vectors, run
 
 
 def _cpu_has_bf16() -> bool:
-    from ragops.embedding.openvino_rt import import_openvino
+    from ragops.openvino_cpu import import_openvino
 
     ov = import_openvino()
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

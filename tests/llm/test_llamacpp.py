@@ -10,9 +10,9 @@ pytest.importorskip("llama_cpp")
 
 from ragops.config import LLMConfig, SettingsError  # noqa: E402
 from ragops.llm import get_chat_model, llm_identity  # noqa: E402
+from ragops.llm.generation import StopFilter  # noqa: E402
 from ragops.llm.llamacpp import (  # noqa: E402
     LlamaCppChatModel,
-    _StopFilter,
     batch_threads_default,
     default_threads,
     load_gguf,
@@ -36,7 +36,7 @@ def test_local_is_llama_cpp_and_identity_names_engine_and_format(llm):
     assert llm_identity(LLMConfig()) == "local[llama.cpp/gguf-f16]:SmolLM2-135M-Instruct"
     assert llm_identity(LLMConfig(gguf_type="packaged")) == "local[llama.cpp/gguf]:SmolLM2-135M-Instruct"
     assert llm_identity(LLMConfig(backend="transformers")) == "transformers[transformers/safetensors]:SmolLM2-135M-Instruct"
-    with pytest.raises(SettingsError, match="local, transformers, openai, databricks"):
+    with pytest.raises(SettingsError, match="local, openvino, transformers, openai, databricks"):
         LLMConfig(backend="onnx")
     with pytest.raises(SettingsError, match="llm_gguf_type='q4'"):
         LLMConfig(gguf_type="q4")
@@ -96,7 +96,7 @@ def test_stop_sequences_cut_the_answer_in_invoke_and_stream(llm):
 
 
 def test_stop_filter_holds_back_a_possible_stop_prefix():
-    f = _StopFilter(["</s>"])
+    f = StopFilter(["</s>"])
     assert f.feed("ab<") == "ab" and f.feed("/") == "" and f.feed("x") == "</x"
     assert f.feed("y</s>z") == "y" and f.stopped
 

@@ -4,9 +4,10 @@ Logged by :func:`ragops.finetune.register.register_llm` with the ``ragops`` pack
 two artifacts: ``merged`` (the merged transformers folder: the weights that answer) and, when the
 fine-tune was LoRA, ``adapter`` (kept for lineage; not loaded). ``load_context`` builds a ragops
 chat model on ``merged``: llama.cpp by default (``backend: local``; the folder is converted to
-GGUF once on load and cached in the model cache), or torch (``backend: transformers``). The model
-config (logged from the settings' ``llm_*`` values; override with
-``mlflow.pyfunc.load_model(uri, model_config={...})``) takes ``backend``, ``gguf_type``,
+GGUF once on load and cached in the model cache), OpenVINO (``backend: openvino``; exported once
+the same way) or torch (``backend: transformers``). The model config (logged from the settings'
+``llm_*`` values; override with ``mlflow.pyfunc.load_model(uri, model_config={...})``) takes
+``backend``, ``gguf_type``, ``dtype``,
 ``max_new_tokens``, ``temperature``, ``top_p`` and ``repetition_penalty``.
 
 Inputs: ``{"messages": [{"role": ..., "content": ...}, ...]}`` (OpenAI chat style) → the answer
@@ -22,7 +23,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 #: model_config keys passed on to :class:`ragops.config.LLMConfig`
-CONFIG_KEYS = ("backend", "gguf_type", "max_new_tokens", "temperature", "top_p", "repetition_penalty")
+CONFIG_KEYS = ("backend", "gguf_type", "dtype", "max_new_tokens", "temperature", "top_p", "repetition_penalty")
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -40,9 +41,9 @@ class FineTunedLLM(PythonModel):
 
         config = {k: v for k, v in (context.model_config or {}).items() if k in CONFIG_KEYS}
         config.setdefault("backend", "local")
-        if config["backend"] not in ("local", "transformers"):
-            raise ValueError(f"backend={config['backend']!r}: a registered LLM runs on local (llama.cpp) or "
-                             "transformers")
+        if config["backend"] not in LLMConfig.LOCAL_BACKENDS:
+            raise ValueError(f"backend={config['backend']!r}: a registered LLM runs on "
+                             f"{', '.join(LLMConfig.LOCAL_BACKENDS)}")
         self.llm = get_chat_model(LLMConfig(model=str(context.artifacts["merged"]), **config))
         warm = getattr(self.llm, "warm", None)
         if callable(warm):

@@ -62,8 +62,8 @@ def _tag_value(value: Any) -> str:
 def model_config(settings: Settings) -> dict[str, Any]:
     """How the pyfunc generates: the settings' llm_* values (a remote backend falls back to llama.cpp)."""
     llm = settings.llm
-    return {"backend": llm.backend if llm.backend in ("local", "transformers") else "local",
-            "gguf_type": llm.gguf_type, "max_new_tokens": llm.max_new_tokens, "temperature": llm.temperature,
+    return {"backend": llm.backend if llm.backend in llm.LOCAL_BACKENDS else "local",
+            "gguf_type": llm.gguf_type, "dtype": llm.dtype, "max_new_tokens": llm.max_new_tokens, "temperature": llm.temperature,
             "top_p": llm.top_p, "repetition_penalty": llm.repetition_penalty}
 
 

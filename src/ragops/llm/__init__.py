@@ -5,6 +5,8 @@
 - ``local``: llama.cpp on GGUF weights (:mod:`ragops.llm.llamacpp`) — the packaged SmolLM2
   rewritten once to F16 (``llm_gguf_type``), or a fine-tuned transformers folder converted once.
   The fast default on CPU (BENCHMARKS.md, section 8).
+- ``openvino``: the model exported once to a stateful OpenVINO model (:mod:`ragops.llm.openvino_llm`),
+  in ``llm_dtype`` (bf16 by default): the fastest prompt evaluation on CPUs with AMX / AVX512-BF16.
 - ``transformers``: the same model through torch (:mod:`ragops.llm.local`), fp32 safetensors;
   what fine-tuning trains and evaluates with.
 - ``openai``: any OpenAI-compatible server; ``databricks``: Databricks Model Serving.
@@ -24,6 +26,12 @@ def get_chat_model(config: LLMConfig) -> BaseChatModel:
         from ragops.llm.llamacpp import LlamaCppChatModel
 
         return LlamaCppChatModel(model_name=config.model, gguf_type=config.gguf_type, max_new_tokens=config.max_new_tokens,
+                                 temperature=config.temperature, top_p=config.top_p,
+                                 repetition_penalty=config.repetition_penalty)
+    if config.backend == "openvino":
+        from ragops.llm.openvino_llm import OpenVinoChatModel
+
+        return OpenVinoChatModel(model_name=config.model, dtype=config.dtype, max_new_tokens=config.max_new_tokens,
                                  temperature=config.temperature, top_p=config.top_p,
                                  repetition_penalty=config.repetition_penalty)
     if config.backend == "transformers":
@@ -48,13 +56,17 @@ def get_chat_model(config: LLMConfig) -> BaseChatModel:
 
 #: Engine and weight format of each local backend, recorded in the identity: the same model name
 #: answers differently through Q4_1 GGUF on llama.cpp and fp32 safetensors on torch.
-LOCAL_ENGINES = {"local": "llama.cpp/gguf", "transformers": "transformers/safetensors"}
+LOCAL_ENGINES = {"local": "llama.cpp/gguf", "openvino": "openvino/ir", "transformers": "transformers/safetensors"}
+#: llm_dtype → the engine suffix of the openvino backend (bf16 answers differ from fp32 ones)
+_DTYPE_SUFFIX = {"bfloat16": "bf16", "float32": "f32"}
 
 
 def _engine(config: LLMConfig) -> str:
     engine = LOCAL_ENGINES[config.backend]
     if config.backend == "local" and config.gguf_type != "packaged":
         engine += f"-{config.gguf_type}"  # F16 and Q4_1 weights give different answers
+    if config.backend == "openvino":
+        engine += f"-{_DTYPE_SUFFIX[config.dtype]}"
     return engine
 
 

