@@ -134,7 +134,7 @@ def squad(args) -> dict:
     from ragops.index.build import build_index
     from ragops.index.search import Searcher
     from ragops.lakehouse import open_lakehouse
-    from ragops.llm import get_chat_model
+    from ragops.llm import get_chat_model, llm_identity
     from ragops.tracking import configure_mlflow
 
     path = DATASETS / "squad_v1.1" / "dev-v1.1.json"
@@ -157,7 +157,10 @@ def squad(args) -> dict:
     configure_mlflow(settings)
     ensure_prompts(settings.chain.prompt_alias)
     searcher = Searcher.open(settings)
-    llm = get_chat_model(replace(LLMConfig(), max_new_tokens=args.max_new_tokens))
+    llm_config = replace(LLMConfig(), max_new_tokens=args.max_new_tokens, backend=args.llm_backend or LLMConfig.backend,
+                         dtype=args.llm_dtype or LLMConfig.dtype)
+    result["llm"] = llm_identity(llm_config)
+    llm = get_chat_model(llm_config)
     chain = RagChain(searcher, llm, resolve_prompt(args.prompt, settings.chain.prompt_alias), settings.chain)
     with open_lakehouse(settings) as lh:
         questions = load_squad(path, sample=args.questions, seed=0, doc_id_prefix="squad.jsonl#")
@@ -185,10 +188,13 @@ def main(argv=None) -> dict:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--prompt", default="rag_answer_concise")
+    p.add_argument("--llm-backend", default="", help="squad: llm_backend (default: the setting's default)")
+    p.add_argument("--llm-dtype", default="", help="squad: llm_dtype for llm_backend=openvino")
+    p.add_argument("--out", default=None, help="result file (default benchmarks/results/bench_eval_<what>.json)")
     args = p.parse_args(argv)
     args.root = args.root or str(BENCH / f"eval-{args.what}")
     result = {"sweep": sweep, "throughput": throughput, "squad": squad}[args.what](args)
-    write_result(f"bench_eval_{args.what}", result)
+    write_result(f"bench_eval_{args.what}", result, args.out)
     return result
 
 

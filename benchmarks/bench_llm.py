@@ -14,7 +14,9 @@ own), through the public chat-model interface (``get_chat_model(...).invoke``) a
   to F16 (``llm_gguf_type=f16``), decode on half the cores, the prompt on all of them;
 - ``local-2threads``: the same with ``n_threads=2`` for decode too;
 - ``local-q8_0``: ``llm_gguf_type=q8_0``;
-- ``local-q4_1``: ``llm_gguf_type=packaged``, the shipped Q4_1 as is (the default before F16).
+- ``local-q4_1``: ``llm_gguf_type=packaged``, the shipped Q4_1 as is (the default before F16);
+- ``openvino`` / ``openvino-f32``: ``llm_backend=openvino`` with ``llm_dtype`` bfloat16 (the default;
+  needs AVX512-BF16 or AMX) / float32.
 
 Rounds alternate the backend order (this 2-core box is shared; see the load averages recorded).
 TTFT = prompt evaluation + first token (``response_metadata["timings"]["ttft_s"]``); decode
@@ -36,13 +38,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, loadavg, machine_info, now_iso, settings_for, write_result  # noqa: E402
 
-#: name → (llm_backend, llm_gguf_type, n_threads: 0 = the backend's default)
+#: name → (llm_backend, llm_gguf_type or, for openvino, llm_dtype, n_threads: 0 = the backend's default)
 BACKENDS = {
     "transformers": ("transformers", "f16", 0),
     "local": ("local", "f16", 0),
     "local-2threads": ("local", "f16", 2),
     "local-q8_0": ("local", "q8_0", 0),
     "local-q4_1": ("local", "packaged", 0),
+    "openvino": ("openvino", "bfloat16", 0),
+    "openvino-f32": ("openvino", "float32", 0),
 }
 
 
@@ -93,8 +97,9 @@ def worker(backend: str, prompts_file: Path, max_new_tokens: int, gguf_dir: Path
     from ragops.llm import get_chat_model, llm_identity
     from ragops.llm.messages import from_dicts
 
-    name, gguf_type, threads = BACKENDS[backend]
-    config = LLMConfig(backend=name, gguf_type=gguf_type, max_new_tokens=max_new_tokens, temperature=0.0)
+    name, weights, threads = BACKENDS[backend]
+    config = LLMConfig(backend=name, max_new_tokens=max_new_tokens, temperature=0.0,
+                       **({"dtype": weights} if name == "openvino" else {"gguf_type": weights}))
     llm = get_chat_model(config)
     if threads:
         llm.n_threads = threads
@@ -119,7 +124,9 @@ def worker(backend: str, prompts_file: Path, max_new_tokens: int, gguf_dir: Path
             "load_s": round(load_s, 3), "rss_before_load_mib": round(rss_before / 2**20, 1),
             "rss_after_load_mib": round(rss_loaded / 2**20, 1),
             "peak_rss_mib": round(max(peak[0], proc.memory_info().rss) / 2**20, 1), "rows": rows,
-            "threads": _torch_threads() if name == "transformers" else llm.loaded().llama.context_params.n_threads}
+            "threads": _torch_threads() if name == "transformers" else
+            llm.loaded().compiled.get_property("INFERENCE_NUM_THREADS") if name == "openvino" else
+            llm.loaded().llama.context_params.n_threads}
 
 
 def _torch_threads() -> int:
@@ -181,6 +188,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--backends", default=",".join(BACKENDS),
+                    help="comma-separated subset (transformers is always run: the ratios are against it)")
     ap.add_argument("--out", type=Path, default=None,
                     help="result file (default benchmarks/results/bench_llm.json), e.g. one per machine")
     ap.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
@@ -217,16 +226,17 @@ def main() -> None:
     result["prompt_token_ids_identical"] = f"{sum(same_ids)}/{len(same_ids)}"
     del loaded
 
-    runs: dict[str, list[dict]] = {b: [] for b in BACKENDS}
+    chosen = ["transformers"] + [b for b in args.backends.split(",") if b in BACKENDS and b != "transformers"]
+    runs: dict[str, list[dict]] = {b: [] for b in chosen}
     for i in range(args.rounds):
-        order = list(BACKENDS) if i % 2 == 0 else list(reversed(BACKENDS))
+        order = chosen if i % 2 == 0 else list(reversed(chosen))
         for backend in order:
             print(f"round {i + 1}: {backend}", file=sys.stderr)
             runs[backend].append(run_worker(backend, prompts_file, args))
     result["runs"] = runs
     summary = {b: summarise(r) for b, r in runs.items()}
     ref = [row["answer"] for row in runs["transformers"][0]["rows"]]
-    for b in BACKENDS:
+    for b in chosen:
         summary[b]["agreement_with_transformers"] = agreement(tokenizer, ref, [row["answer"] for row in runs[b][0]["rows"]])
         summary[b]["deterministic_across_rounds"] = all(
             [row["answer"] for row in run["rows"]] == [row["answer"] for row in runs[b][0]["rows"]] for run in runs[b])
@@ -238,7 +248,7 @@ def main() -> None:
             "ttft_median": round(summary[b]["ttft_s_median"] / tr["ttft_s_median"], 3),
             "load_s": round(summary[b]["load_s_median"] / tr["load_s_median"], 3),
             "peak_rss": round(summary[b]["peak_rss_mib_max"] / tr["peak_rss_mib_max"], 3),
-        } for b in BACKENDS if b != "transformers"}
+        } for b in chosen if b != "transformers"}
     result["targets"] = {"decode_tokens_per_s": ">= 2.5", "ttft_median": "<= 0.15"}
     result["load_after"] = loadavg()
     write_result("bench_llm", result, args.out)

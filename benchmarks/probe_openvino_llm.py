@@ -3,12 +3,12 @@
     .venv/bin/python benchmarks/probe_openvino_llm.py [--prompts /tmp/ragops-bench/llm/prompts.json] \
         [--new-tokens 32] [--out benchmarks/results/probe_openvino_llm.json]
 
-Not a backend: a measurement of what one would buy. The embedder got 2.7-2.9x from OpenVINO bf16 on an
+The measurement that led to ``llm_backend=openvino`` (its export, :mod:`ragops.weights.openvino_llm`,
+is what this script runs). The embedder got 2.7-2.9x from OpenVINO bf16 on an
 AMX CPU (BENCHMARKS.md section 7), and llama.cpp's prefill does not use AMX (section 8), so this asks the
-same of the chat model. SmolLM2-135M-Instruct (the safetensors copy of the packaged GGUF) is written
-as a plain Llama forward with an explicit per-layer KV cache (:class:`PlainLlama`, checked against
-transformers' logits), converted with ``openvino.convert_model`` and made stateful (the KV cache lives
-in OpenVINO state variables, as optimum-intel's exports do). Variants, in one process, same prompts:
+same of the chat model: SmolLM2-135M-Instruct as a stateful OpenVINO export (checked against
+transformers' logits first). Variants, in one process, same prompts (the backend itself is measured
+through the chat-model interface by ``bench_llm.py``):
 
 - ``transformers``: the baseline of the issue's ratio, torch fp32 (``model(ids, use_cache=True)`` for
   the prompt, then one token at a time);
@@ -36,122 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, loadavg, machine_info, now_iso, write_result  # noqa: E402
 
 
-def plain_llama(folder: Path, int8: bool = False):
-    import torch
-    from safetensors.torch import load_file
-
-    class PlainLlama(torch.nn.Module):
-        """``(input_ids [1, T], past k, v per layer [1, KV, P, D]) -> (last logits, present k, v ...)``."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            cfg = json.loads((folder / "config.json").read_text())
-            sd = load_file(str(folder / "model.safetensors"))
-            self.n_layers, self.heads, self.kv_heads = (cfg["num_hidden_layers"], cfg["num_attention_heads"],
-                                                        cfg["num_key_value_heads"])
-            self.head_dim = cfg.get("head_dim") or cfg["hidden_size"] // self.heads
-            self.eps = cfg["rms_norm_eps"]
-            theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", 10000.0))
-            inv_freq = 1.0 / theta ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim)
-            # cos / sin tables gathered by position: an angle computed in the graph (position x frequency)
-            # is rounded to bf16 under INFERENCE_PRECISION_HINT=bf16, and at position 800 bf16 steps by 4
-            # radians, which scrambled the rotary embedding (token agreement 0.02 in a first probe)
-            freqs = torch.outer(torch.arange(cfg.get("max_position_embeddings", 8192), dtype=torch.float64),
-                                inv_freq.double())
-            emb = torch.cat([freqs, freqs], -1)
-            self.register_buffer("cos_table", emb.cos().float())
-            self.register_buffer("sin_table", emb.sin().float())
-            self.embed = torch.nn.Parameter(sd["model.embed_tokens.weight"], requires_grad=False)
-            self.norm = torch.nn.Parameter(sd["model.norm.weight"], requires_grad=False)
-            # tied embeddings: the head is the embedding (tracing rejects one Parameter in two places)
-            self.head = torch.nn.Parameter(sd["lm_head.weight"], requires_grad=False) if "lm_head.weight" in sd else None
-            names = {"ln1": "input_layernorm", "ln2": "post_attention_layernorm", "q": "self_attn.q_proj",
-                     "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-                     "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
-            self.layers = torch.nn.ModuleList()
-            for i in range(self.n_layers):
-                layer = torch.nn.Module()
-                for short, name in names.items():
-                    w = sd[f"model.layers.{i}.{name}.weight"]
-                    if int8 and w.dim() == 2:
-                        scale = w.abs().amax(1, keepdim=True) / 127.0
-                        layer.register_buffer(short + "_q", torch.round(w / scale).to(torch.int8))
-                        layer.register_buffer(short + "_s", scale)
-                    else:
-                        setattr(layer, short, torch.nn.Parameter(w, requires_grad=False))
-                self.layers.append(layer)
-
-        def weight(self, layer, short: str):
-            if hasattr(layer, short + "_q"):
-                return getattr(layer, short + "_q").to(torch.float32) * getattr(layer, short + "_s")
-            return getattr(layer, short)
-
-        def rms(self, x, w):
-            return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
-
-        def forward(self, input_ids, *past):
-            b, t = input_ids.shape
-            p = past[0].shape[2]
-            positions = torch.arange(t) + p
-            cos, sin = self.cos_table[positions][None, None], self.sin_table[positions][None, None]
-            half = self.head_dim // 2
-
-            def rope(x):
-                return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
-
-            mask = torch.where(torch.arange(p + t)[None, :] <= torch.arange(t)[:, None] + p, 0.0,
-                               float("-inf"))[None, None]
-            h = torch.nn.functional.embedding(input_ids, self.embed)
-            present = []
-            for i, layer in enumerate(self.layers):
-                x = self.rms(h, layer.ln1)
-                q = (x @ self.weight(layer, "q").T).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-                k = (x @ self.weight(layer, "k").T).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-                v = (x @ self.weight(layer, "v").T).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-                k = torch.cat([past[2 * i], rope(k)], 2)
-                v = torch.cat([past[2 * i + 1], v], 2)
-                present += [k, v]
-                # enable_gqa keeps K/V at 3 heads: an expand + reshape to 9 heads cost OpenVINO a copy
-                # of the whole cache per step (decode 15 vs 25 tokens/s in a first probe)
-                a = torch.nn.functional.scaled_dot_product_attention(rope(q), k, v, attn_mask=mask, enable_gqa=True)
-                h = h + a.transpose(1, 2).reshape(b, t, self.heads * self.head_dim) @ self.weight(layer, "o").T
-                x = self.rms(h, layer.ln2)
-                h = h + (torch.nn.functional.silu(x @ self.weight(layer, "gate").T) * (x @ self.weight(layer, "up").T)
-                         ) @ self.weight(layer, "down").T
-            head = self.embed if self.head is None else self.head
-            return (self.rms(h[:, -1:], self.norm) @ head.T, *present)
-
-    return PlainLlama().eval()
-
-
-def stateful_export(model, ov):
-    import torch
-    from openvino._offline_transformations import apply_make_stateful_transformation
-
-    n = model.n_layers
-    empty = [torch.zeros(1, model.kv_heads, 0, model.head_dim)] * (2 * n)
-    kv_shape = ov.PartialShape([1, model.kv_heads, -1, model.head_dim])
-    converted = ov.convert_model(model, example_input=(torch.randint(100, 400, (1, 16)), *empty),
-                                 input=[ov.PartialShape([1, -1])] + [kv_shape] * (2 * n))
-    ins = ["input_ids"] + [f"past.{i}.{kv}" for i in range(n) for kv in "kv"]
-    outs = ["logits"] + [f"present.{i}.{kv}" for i in range(n) for kv in "kv"]
-    for port, name in zip(converted.inputs, ins):
-        port.get_tensor().set_names({name})
-    for port, name in zip(converted.outputs, outs):
-        port.get_tensor().set_names({name})
-    apply_make_stateful_transformation(converted, dict(zip(ins[1:], outs[1:])))
-    return converted
-
-
 def openvino_runner(model, precision: str):
     import numpy as np
 
-    from ragops.openvino_cpu import import_openvino
+    from ragops.openvino_cpu import compile_cpu
+    from ragops.weights.openvino_llm import stateful_model
 
-    ov = import_openvino()
     t = time.perf_counter()
-    compiled = ov.Core().compile_model(stateful_export(model, ov), "CPU", {
-        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "LATENCY"})
+    compiled = compile_cpu(stateful_model(model), precision, 2)
     request = compiled.create_infer_request()
     prepare_s = time.perf_counter() - t
 
@@ -214,6 +106,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from ragops.weights.llm import DEFAULT_LLM, resolve_llm_path
+    from ragops.weights.openvino_llm import plain_llama
 
     torch.set_num_threads(2)
     folder = resolve_llm_path(DEFAULT_LLM)
@@ -230,17 +123,16 @@ def main() -> None:
         ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         ids = torch.tensor([prompts[0]])
         plain = plain_llama(folder)
-        n = plain.n_layers
-        empty = [torch.zeros(1, plain.kv_heads, 0, plain.head_dim)] * (2 * n)
-        result["plain_llama_max_logit_diff"] = float((plain(ids, *empty)[0][0, -1] - ref(ids).logits[0, -1]).abs().max())
+        result["plain_llama_max_logit_diff"] = float((plain(ids, *plain.empty_cache())[0][0, -1]
+                                                      - ref(ids).logits[0, -1]).abs().max())
         del ref
 
     variants = {
         "transformers": lambda: torch_runner(folder, torch.float32),
         "torch-bf16": lambda: torch_runner(folder, torch.bfloat16),
-        "openvino-f32": lambda: openvino_runner(plain, "f32"),
-        "openvino-bf16": lambda: openvino_runner(plain, "bf16"),
-        "openvino-int8w": lambda: openvino_runner(plain_llama(folder, int8=True), "bf16"),
+        "openvino-f32": lambda: openvino_runner(plain, "float32"),
+        "openvino-bf16": lambda: openvino_runner(plain, "bfloat16"),
+        "openvino-int8w": lambda: openvino_runner(plain_llama(folder, int8=True), "bfloat16"),
     }
     rows: dict[str, dict] = {}
     baseline: list[list[int]] = []
@@ -256,10 +148,10 @@ def main() -> None:
             "ttft_s": [round(o[1], 3) for o in outs],
             "ttft_s_median": round(statistics.median(o[1] for o in outs), 3),
             "decode_tokens_per_s_median": round(statistics.median(o[2] for o in outs), 1),
-            "identical_answers": f"{sum(a == b for a, b in zip(tokens, baseline))}/{len(tokens)}",
-            "token_agreement": round(sum(common_prefix(a, b) for a, b in zip(tokens, baseline))
+            "identical_answers": f"{sum(a == b for a, b in zip(tokens, baseline, strict=True))}/{len(tokens)}",
+            "token_agreement": round(sum(common_prefix(a, b) for a, b in zip(tokens, baseline, strict=True))
                                      / sum(len(b) for b in baseline), 3),
-            "first_token_agreement": f"{sum(a[0] == b[0] for a, b in zip(tokens, baseline))}/{len(tokens)}",
+            "first_token_agreement": f"{sum(a[0] == b[0] for a, b in zip(tokens, baseline, strict=True))}/{len(tokens)}",
         }
         print(name, json.dumps(rows[name]), flush=True)
     base = rows["transformers"]

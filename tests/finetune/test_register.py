@@ -113,6 +113,25 @@ def test_gguf_of_a_registered_version_runs_on_llama_cpp(registered):
     assert llama.n_embd() == 64 and "im_start" in llama.metadata["tokenizer.chat_template"]
 
 
+def test_a_registered_version_answers_on_openvino_as_on_transformers(registered):
+    from langchain_core.messages import HumanMessage
+
+    from ragops.config import LLMConfig
+    from ragops.llm import get_chat_model
+
+    settings, _, root = registered
+    configure_mlflow(settings)
+    ask = [HumanMessage("What is the default retention period?")]
+    ov = get_chat_model(LLMConfig(backend="openvino", dtype="float32", model="models:/rag_llm@candidate",
+                                  max_new_tokens=6))
+    hf = get_chat_model(LLMConfig(backend="transformers", model="models:/rag_llm@candidate", max_new_tokens=6))
+    assert ov.invoke(ask).content == hf.invoke(ask).content
+    assert ov._folder and Path(ov._folder).parent == root / "cache"  # exported into the model cache, once
+    model = mlflow.pyfunc.load_model("models:/rag_llm/1", model_config={"backend": "openvino", "dtype": "float32"})
+    assert type(model.unwrap_python_model().llm).__name__ == "OpenVinoChatModel"
+    assert isinstance(model.predict({"messages": [{"role": "user", "content": "hi"}]}), str)
+
+
 def test_missing_versions_and_aliases_are_clear_errors(registered):
     settings, _, _ = registered
     configure_mlflow(settings)
