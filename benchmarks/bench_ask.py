@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--before-commit", default="d88c816")
     ap.add_argument("--fast-vars", default="", help="variables of the fast configuration (default: the project defaults)")
     ap.add_argument("--only", default="before,old,fast", help="which configurations to measure")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default results/bench_ask.json)")
     args = ap.parse_args()
 
     from ragops.index.build import build_index
@@ -118,7 +119,7 @@ def main() -> None:
         result["configs"].append({**measure(f"warm path; {args.fast_vars or 'defaults (llama.cpp F16, ONNX fp32)'}", args.root, uri, args.runs),
                                   "vars": fast})
     result["load_after"] = loadavg()
-    write_result("bench_ask", result)
+    write_result("bench_ask", result, args.out)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ def served_main(argv: list[str]) -> None:
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default results/bench_chain_served.json)")
     args = ap.parse_args(argv)
     extra = dict(v.split("=", 1) for v in args.var)
     result = {"benchmark": "bench_chain_served", "date": now_iso(), "argv": sys.argv, "load_before": loadavg(),
@@ -145,7 +146,7 @@ def served_main(argv: list[str]) -> None:
             result["runs"].append({"llm_backend": backend, "model_uri": logged.model_uri, "load": loadavg(), **run})
             print(json.dumps(result["runs"][-1]), flush=True)
     result["load_after"] = loadavg()
-    write_result("bench_chain_served", result)
+    write_result("bench_chain_served", result, args.out)
 
 
 def main() -> None:

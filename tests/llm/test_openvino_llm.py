@@ -152,3 +152,22 @@ def test_smollm2_bfloat16_answers_where_the_cpu_has_it_or_names_the_fix():
     answer = model.invoke(CHAT)
     assert answer.content and "\ufffd" not in answer.content
     assert answer.response_metadata["dtype"] == "bfloat16" and answer.usage_metadata["output_tokens"] > 0
+
+
+def test_bfloat16_on_one_thread_answers_instead_of_killing_the_process(tiny):
+    """``ragops serve --workers 2`` gives each worker one thread; OpenVINO's bf16 gated-MLP kernel died
+    with SIGFPE on one thread, so the backend asks for two (run in a child: the failure is a dead process)."""
+    import subprocess
+    import sys
+
+    if not _bf16_cpu():
+        pytest.skip("this CPU has no bf16 arithmetic: llm_dtype=bfloat16 is refused before compiling")
+    code = ("from ragops.llm.openvino_llm import OpenVinoChatModel\n"
+            f"m = OpenVinoChatModel(model_name={str(tiny)!r}, dtype='bfloat16', max_new_tokens=4)\n"
+            "print(m.invoke('hi').usage_metadata['output_tokens'])\n")
+    import os
+
+    env = {**os.environ, "RAGOPS_LLM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "4"

@@ -76,6 +76,12 @@ def load_openvino_llm(path: str, dtype: str, threads: int) -> LoadedOpenVino:
 
     folder = Path(path)
     started = time.perf_counter()
+    if dtype == "bfloat16" and threads < 2:
+        # OpenVINO 2026.4's CPU plugin dies with SIGFPE compiling a gated MLP (silu(x Wg) * x Wu, its
+        # fused LLMMLP node) in bf16 on one inference thread (a 3-matmul torch module reproduces it; f32
+        # and two threads do not). One worker per core (`ragops serve --workers N`) asks for one thread:
+        # it gets two, which costs some oversubscription instead of a dead worker.
+        threads = 2
     try:
         # no compiled-blob cache (CACHE_DIR): it would save ~1 s of a cold start for 250 MB per precision
         compiled = compile_cpu(folder / "model.xml", dtype, threads)

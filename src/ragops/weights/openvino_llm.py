@@ -178,8 +178,10 @@ def export_openvino_llm(folder: Path, target: Path) -> Path:
                 shutil.copy(folder / name, tmp / name)
         (tmp / "ragops_export.json").write_text(json.dumps(
             {"source": str(folder), "export_version": EXPORT_VERSION, "seconds": round(time.perf_counter() - started, 1)}))
+        if (target / "model.xml").exists():  # another process finished the same export first: keep its copy
+            return target
         if target.exists():
-            shutil.rmtree(target)
+            shutil.rmtree(target)  # a stale, incomplete folder
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
