@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 
 from ragops.config import LLMConfig, SettingsError
 from ragops.llm.messages import from_dicts, to_dicts
+from ragops.openvino_cpu import PRECISIONS
 from ragops.weights.llm import DEFAULT_LLM, LLMNotFoundError, resolve_llm_path
 
 
@@ -57,8 +58,6 @@ def get_chat_model(config: LLMConfig) -> BaseChatModel:
 #: Engine and weight format of each local backend, recorded in the identity: the same model name
 #: answers differently through Q4_1 GGUF on llama.cpp and fp32 safetensors on torch.
 LOCAL_ENGINES = {"local": "llama.cpp/gguf", "openvino": "openvino/ir", "transformers": "transformers/safetensors"}
-#: llm_dtype → the engine suffix of the openvino backend (bf16 answers differ from fp32 ones)
-_DTYPE_SUFFIX = {"bfloat16": "bf16", "float32": "f32"}
 
 
 def _engine(config: LLMConfig) -> str:
@@ -66,7 +65,7 @@ def _engine(config: LLMConfig) -> str:
     if config.backend == "local" and config.gguf_type != "packaged":
         engine += f"-{config.gguf_type}"  # F16 and Q4_1 weights give different answers
     if config.backend == "openvino":
-        engine += f"-{_DTYPE_SUFFIX[config.dtype]}"
+        engine += f"-{PRECISIONS[config.dtype]}"  # OpenVINO's name of it: bf16 answers differ from f32 ones
     return engine
 
 

@@ -38,15 +38,13 @@ import numpy as np
 from langchain_core.messages import BaseMessage
 from pydantic import PrivateAttr
 
+from ragops.config import LLMConfig
 from ragops.cpu import available_cores, llm_threads_override
 from ragops.llm.generation import StopFilter, TokenStreamChatModel, generation_stats, render_chat_template
 from ragops.llm.messages import to_dicts
 from ragops.llm.remote import LLMError
 
 log = logging.getLogger(__name__)
-
-DTYPES = ("bfloat16", "float32")
-
 
 @dataclass
 class LoadedOpenVino:
@@ -97,16 +95,14 @@ def load_openvino_llm(path: str, dtype: str, threads: int) -> LoadedOpenVino:
         raise LLMError(f"{folder} has no chat template (chat_template.jinja or tokenizer_config.json's "
                        "chat_template); the chat model needs one")
     special = {k: _token_text(tok_cfg.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
-    eos: set[int] = set()
-    for name in ("generation_config.json", "config.json"):  # transformers stops at generation_config's eos
-        if (folder / name).exists():
-            value = json.loads((folder / name).read_text()).get("eos_token_id")
-            if value is not None:
-                eos.update(value if isinstance(value, list) else [value])
-                break
+    config = json.loads((folder / "config.json").read_text())
+    generation = folder / "generation_config.json"
+    # transformers stops at generation_config's eos, and falls back to the model config's
+    value = json.loads(generation.read_text()).get("eos_token_id") if generation.exists() else None
+    value = config.get("eos_token_id") if value is None else value
+    eos = set(value if isinstance(value, list) else [] if value is None else [value])
     if special["eos_token"] and tokenizer.token_to_id(special["eos_token"]) is not None:
         eos.add(tokenizer.token_to_id(special["eos_token"]))
-    config = json.loads((folder / "config.json").read_text())
     seconds = time.perf_counter() - started
     log.info("loaded OpenVINO LLM %s (%s, %d threads) in %.2fs", folder.name, dtype, threads, seconds)
     return LoadedOpenVino(compiled, compiled.create_infer_request(), threading.Lock(), tokenizer, template, special,
@@ -129,11 +125,11 @@ def _sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random
     return int(rng.choice(len(p), p=p))
 
 
-def _penalise(logits: np.ndarray, seen: list[int], penalty: float) -> np.ndarray:
+def _penalise(logits: np.ndarray, prompt: list[int], out: list[int], penalty: float) -> np.ndarray:
     """transformers' ``RepetitionPenaltyLogitsProcessor``: every token already in the sequence."""
-    if penalty == 1.0 or not seen:
+    if penalty == 1.0:
         return logits
-    ids = np.unique(np.asarray(seen))
+    ids = np.unique(np.asarray(prompt + out))
     values = logits[ids]
     logits = logits.copy()
     logits[ids] = np.where(values < 0, values * penalty, values / penalty)
@@ -166,8 +162,8 @@ class OpenVinoChatModel(TokenStreamChatModel):
         return self._folder
 
     def loaded(self) -> LoadedOpenVino:
-        if self.dtype not in DTYPES:
-            raise LLMError(f"llm_dtype={self.dtype!r}: llm_backend=openvino runs {' or '.join(DTYPES)}")
+        if self.dtype not in LLMConfig.DTYPES:
+            raise LLMError(f"llm_dtype={self.dtype!r}: llm_backend=openvino runs {' or '.join(LLMConfig.DTYPES)}")
         threads = self.n_threads or llm_threads_override() or available_cores()
         return load_openvino_llm(self._export(), self.dtype, threads)
 
@@ -202,7 +198,7 @@ class OpenVinoChatModel(TokenStreamChatModel):
             feed = np.asarray([prompt], dtype=np.int64)
             while len(out) < max_new:
                 logits = request.infer({"input_ids": feed})["logits"][0, -1]
-                token = _sample(_penalise(logits, prompt + out, penalty), temperature, top_p, rng)
+                token = _sample(_penalise(logits, prompt, out, penalty), temperature, top_p, rng)
                 if first is None:
                     first = time.perf_counter()
                 if token in loaded.eos_ids:
@@ -233,4 +229,4 @@ class OpenVinoChatModel(TokenStreamChatModel):
                                    dtype=self.dtype)
 
 
-__all__ = ["DTYPES", "OpenVinoChatModel", "load_openvino_llm"]
+__all__ = ["OpenVinoChatModel", "load_openvino_llm"]

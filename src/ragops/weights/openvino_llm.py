@@ -4,7 +4,7 @@ Why: on a CPU with AMX / AVX512-BF16, OpenVINO evaluates the chain's ~800-token 
 2.5x faster than torch fp32 and 4x faster than llama.cpp F16, whose prefill does not use AMX
 (BENCHMARKS.md §8). The export is this project's own, not optimum-intel's (not installed, and pinned to
 other transformers versions): :class:`PlainLlama` is the Llama forward written out with an explicit
-per-layer KV cache, checked against transformers' logits (``tests/weights/test_openvino_llm.py``),
+per-layer KV cache, checked against transformers' logits (``tests/llm/test_openvino_llm.py``),
 traced by ``openvino.convert_model`` and made stateful, so the KV cache lives in OpenVINO state
 variables between calls, as optimum-intel's exports do. Two details matter for bf16:
 
@@ -16,7 +16,7 @@ variables between calls, as optimum-intel's exports do. Two details matter for b
 
 :func:`resolve_openvino_llm` takes what ``llm_model`` takes (the packaged model, a transformers folder,
 a registered fine-tune ``models:/rag_llm/<v>``), finds its transformers folder (:func:`resolve_llm_path`)
-and writes ``<model cache>/<name>-<fingerprint>.openvino/`` once: ``model.xml`` / ``model.bin`` (fp32
+and writes ``<model cache>/<name>-<fingerprint>-v<EXPORT_VERSION>.openvino/`` once: ``model.xml`` / ``model.bin`` (fp32
 weights, so ``llm_dtype=float32`` answers as transformers does) and the tokenizer files. Exporting needs
 torch; running it does not.
 """
