@@ -32,6 +32,9 @@ Then the gateway's ``/metrics`` counters are read, the gateway is stopped with S
 log) and the ``inference_log`` table is counted: rows, distinct request ids, and whether every
 request id the fixed-rate client received (``X-Request-Id``) is in it.
 
+``--injection-encoder``: the route's policy adds the semantic injection check (an embedding per
+request, ``ragops.guardrails.injection_encoder``) to the default guardrails.
+
 Result: ``benchmarks/results/bench_gateway.json`` (``--out`` to change).
 """
 
@@ -448,6 +451,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--root", type=Path, default=None, help="scratch state root under /tmp (default: a fresh one)")
     p.add_argument("--keep", action="store_true", help="keep the scratch root")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_gateway.json")
+    p.add_argument("--injection-encoder", action="store_true",
+                   help="the route runs the semantic injection check too (guardrails: {injection: {encoder: true}})")
     args = p.parse_args(argv)
 
     started_at = now_iso()
@@ -463,7 +468,8 @@ def main(argv: list[str] | None = None) -> dict:
         "routes:\n"
         f"  - name: {ROUTE}\n"
         "    timeout_s: 10\n"
-        f"    targets: [{{name: fast, upstream: \"http://{HOST}:{up_port}/v1\", kind: openai}}]\n")
+        f"    targets: [{{name: fast, upstream: \"http://{HOST}:{up_port}/v1\", kind: openai}}]\n"
+        + ("    guardrails: {injection: {encoder: true}}\n" if args.injection_encoder else ""))
     lua = root / "post.lua"
     lua.write_text(WRK_LUA)
     ragops = Path(sys.executable).parent / "ragops"

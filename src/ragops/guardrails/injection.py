@@ -1,8 +1,9 @@
-"""Prompt-injection / jailbreak detection: interpretable rules plus a small shipped n-gram model.
+"""Prompt-injection / jailbreak detection: interpretable rules plus a small shipped n-gram model
+(or, opt-in, a sentence-embedding head).
 
 ``detect_injection(text) -> InjectionVerdict``: pure, offline (nothing is downloaded), ~1 ms.
 
-Two detectors, the higher score wins:
+The detectors' highest score wins:
 
 - **rules** (``RULES``): regular expressions for the classic patterns, each with a name shown in
   the verdict — "ignore/disregard/forget the previous instructions", role-play jailbreak markers
@@ -16,12 +17,16 @@ Two detectors, the higher score wins:
 - **model** (``injection_model.json``): a logistic regression over hashed character 3–5-grams and
   word 1–2-grams, trained by ``scripts/train_injection_model.py`` on the public development set
   (``../shared/datasets/guardrails/injection_dev.jsonl``), the project's hard negatives
-  (``data/guardrails/hard_negatives.jsonl``) and outside corpora of attacks (Tensor Trust, GPTFuzz)
-  and benign instructions (Self-Instruct, T0); the data itself is not shipped, only the weights. Its
-  0.5 is calibrated to a 1% false-positive rate on benign sources it did not see. It catches
-  paraphrases the rules do not spell out; on a whole origin of attacks it was not trained on it
-  catches about half of what the rules miss (BENCHMARKS.md §12). Its weights are a JSON file read
-  with the standard library, so scoring needs no scikit-learn at run time.
+  (``data/guardrails/hard_negatives.jsonl``) and outside corpora of attacks (Tensor Trust, GPTFuzz,
+  JailbreakBench's artifacts, promptmap), benign instructions (Self-Instruct, T0) and role-play
+  prompts (awesome-chatgpt-prompts); the data itself is not shipped, only the weights. Its 0.5 is
+  calibrated to a 1% false-positive rate on benign questions from sources it did not see. It catches
+  paraphrases the rules do not spell out; on a whole origin of attacks it was not trained on, rules
+  and model together catch about half (BENCHMARKS.md §12). Its weights are a JSON file read with the
+  standard library, so scoring needs no scikit-learn at run time.
+- **encoder** (opt-in, ``encoder=True``; :mod:`ragops.guardrails.injection_encoder`): a head on the
+  project's sentence embeddings, in the n-gram model's place. It generalises better to unseen
+  styles, at the cost of an embedding per call.
 
 The verdict's ``score`` is in [0, 1]; ``flagged`` is ``score >= threshold`` (default 0.5).
 """
@@ -115,10 +120,14 @@ class InjectionVerdict:
     model_score: float = 0.0
     threshold: float = DEFAULT_THRESHOLD
     detail: dict[str, Any] = field(default_factory=dict)
+    encoder_score: float | None = None  # the semantic check's probability (None: it did not run)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"flagged": self.flagged, "score": round(self.score, 4), "rules": list(self.rules),
-                "model_score": round(self.model_score, 4), "threshold": self.threshold}
+        out = {"flagged": self.flagged, "score": round(self.score, 4), "rules": list(self.rules),
+               "model_score": round(self.model_score, 4), "threshold": self.threshold}
+        if self.encoder_score is not None:
+            out.update(encoder_score=round(self.encoder_score, 4), encoder=self.detail.get("encoder"))
+        return out
 
 
 def normalize(text: str) -> str:
@@ -220,9 +229,13 @@ _NO_MODEL = object()
 
 
 def detect_injection(text: str, *, threshold: float = DEFAULT_THRESHOLD, model: Any = _NO_MODEL,
-                     use_rules: bool = True) -> InjectionVerdict:
+                     use_rules: bool = True, encoder: bool = False) -> InjectionVerdict:
     """Score ``text`` for prompt injection / jailbreak. ``model``: a :class:`LinearModel` (default:
-    the shipped one; None: rules only). ``use_rules=False``: the model only (for measuring it)."""
+    the shipped one; None: rules only). ``use_rules=False``: the model only (for measuring it).
+    ``encoder=True``: the semantic check (:mod:`ragops.guardrails.injection_encoder`, an embedding
+    per call) takes the n-gram model's place beside the rules: held out by origin, the two together
+    caught more than the encoder and rules alone (0.67 vs 0.65) but flagged 2.4% of benign
+    questions instead of 1.7% (BENCHMARKS.md §12). An explicit ``model`` still runs."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"injection threshold must be in (0, 1], got {threshold!r}")
     clean = _clip(normalize(text or ""))
@@ -231,11 +244,17 @@ def detect_injection(text: str, *, threshold: float = DEFAULT_THRESHOLD, model: 
         views = [clean, *_decoded_views(text[:MAX_CHARS] if text else "")]
         hits = tuple(name for name, _, pattern in RULES if any(pattern.search(v) for v in views))
     rule_score = max((s for name, s, _ in RULES if name in hits), default=0.0)
-    lm = shipped_model() if model is _NO_MODEL else model
+    lm = (None if encoder else shipped_model()) if model is _NO_MODEL else model
     model_score = lm.score(clean) if lm is not None and clean else 0.0
     score = max(rule_score, model_score)
+    enc_score, detail = None, {}
+    if encoder and clean:
+        from ragops.guardrails.injection_encoder import encoder_score
+
+        enc_score, detail["encoder"] = encoder_score(clean)
+        score = max(score, enc_score)
     return InjectionVerdict(flagged=score >= threshold, score=score, rules=hits, model_score=model_score,
-                            threshold=threshold)
+                            threshold=threshold, detail=detail, encoder_score=enc_score)
 
 
 __all__ = ["DEFAULT_THRESHOLD", "RULES", "InjectionVerdict", "LinearModel", "detect_injection", "features",

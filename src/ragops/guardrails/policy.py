@@ -4,6 +4,7 @@ The YAML block of a route (every key optional; absent block: :data:`DEFAULT_POLI
 
     guardrails:
       injection: {threshold: 0.5}            # block prompt injection / jailbreaks (false: off)
+                                             # encoder: true adds the semantic check (~11 ms a request)
       pii:                                   # PII is always redacted in the inference log (false: off)
         entities: [EMAIL_ADDRESS, CREDIT_CARD, PERSON]   # default: the pattern types (PERSON is opt-in)
         redact_before_model: false           # true: the model sees <EMAIL_ADDRESS>, not the address
@@ -49,6 +50,7 @@ DEFAULT_PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CO
 class InjectionPolicy:
     enabled: bool = True
     threshold: float = DEFAULT_THRESHOLD
+    encoder: bool = False   # also the sentence-embedding check (ragops.guardrails.injection_encoder)
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,9 @@ def parse_policy(raw: Any, at: str = "guardrails") -> tuple[GuardrailPolicy, lis
     injection = InjectionPolicy()
     if top.get("injection") is False:
         injection = InjectionPolicy(enabled=False)
-    elif (item := mapping(top.get("injection"), f"{at}.injection", {"threshold"})) is not None:
-        injection = InjectionPolicy(threshold=fraction(item, "threshold", f"{at}.injection", DEFAULT_THRESHOLD))
+    elif (item := mapping(top.get("injection"), f"{at}.injection", {"threshold", "encoder"})) is not None:
+        injection = InjectionPolicy(threshold=fraction(item, "threshold", f"{at}.injection", DEFAULT_THRESHOLD),
+                                    encoder=flag(item, "encoder", f"{at}.injection", False))
 
     pii = PiiPolicy()
     if top.get("pii") is False:
@@ -185,6 +188,13 @@ class GuardrailChecks:
         self.topics = TopicBlocklist(policy.topics) if policy.topics else None
         #: the gateway buffers a streamed answer when the answer may be changed or refused
         self.buffers_output = policy.output_checks
+        if policy.injection.enabled and policy.injection.encoder:
+            from ragops.guardrails.injection_encoder import encoder_embedder, shipped_head
+
+            if shipped_head() is None:
+                raise FileNotFoundError("guardrails.injection.encoder: the package ships no encoder head "
+                                        "(rebuild it with scripts/train_injection_model.py --encoder)")
+            encoder_embedder()  # loaded (and compiled) at start-up, not on the first request
 
     # --- pii helpers ---
     def _redact(self, text: str) -> tuple[str, list[str]]:
@@ -210,9 +220,12 @@ class GuardrailChecks:
         question = request.question
         p = self.policy
         if p.injection.enabled:
-            v = detect_injection(question, threshold=p.injection.threshold)
-            outcomes.append({"check": "injection", "stage": "input", "action": "blocked" if v.flagged else "pass",
-                             "score": round(v.score, 4), "rules": list(v.rules)})
+            v = detect_injection(question, threshold=p.injection.threshold, encoder=p.injection.encoder)
+            outcome = {"check": "injection", "stage": "input", "action": "blocked" if v.flagged else "pass",
+                       "score": round(v.score, 4), "rules": list(v.rules)}
+            if v.encoder_score is not None:
+                outcome["encoder_score"] = round(v.encoder_score, 4)
+            outcomes.append(outcome)
             if v.flagged:
                 raise _blocked("injection", "the request was blocked by the prompt-injection guardrail"
                                + (f" ({', '.join(v.rules)})" if v.rules else ""))

