@@ -215,14 +215,20 @@ class LinearModel:
         return cls({int(k): float(v) for k, v in data["weights"].items()}, float(data["bias"]), dict(data.get("meta", {})))
 
 
+def package_json(name: str) -> dict[str, Any] | None:
+    """A JSON file shipped in ``ragops.guardrails`` (the trained weights), or None when it is absent."""
+    try:
+        raw = resources.files("ragops.guardrails").joinpath(name).read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return None
+    return json.loads(raw)
+
+
 @lru_cache(maxsize=1)
 def shipped_model() -> LinearModel | None:
     """The model shipped in the package (None when it is absent: the rules still run)."""
-    try:
-        raw = resources.files("ragops.guardrails").joinpath(MODEL_FILE).read_text(encoding="utf-8")
-    except (FileNotFoundError, OSError):
-        return None
-    return LinearModel.from_json(json.loads(raw))
+    data = package_json(MODEL_FILE)
+    return LinearModel.from_json(data) if data is not None else None
 
 
 _NO_MODEL = object()

