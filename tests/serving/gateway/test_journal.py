@@ -19,6 +19,7 @@ import pytest
 
 from ragops.lakehouse import open_lakehouse
 from ragops.serving.gateway.journal import (
+    WRITERS,
     InferenceLog,
     InferenceLogError,
     InferenceRecord,
@@ -172,7 +173,8 @@ def test_replaying_rows_already_in_delta_neither_duplicates_nor_loses(make_setti
     assert journals(settings) == []
 
 
-def test_lines_the_table_refuses_are_set_aside_and_do_not_block_the_others(make_settings):
+@pytest.mark.parametrize("writer", WRITERS)
+def test_lines_the_table_refuses_are_set_aside_and_do_not_block_the_others(make_settings, writer):
     settings = make_settings()
     folder = settings.root / "gateway" / "journal"
     folder.mkdir(parents=True)
@@ -180,7 +182,7 @@ def test_lines_the_table_refuses_are_set_aside_and_do_not_block_the_others(make_
     bad_time = json.dumps({**to_row(make_record("bad-time"), 32_000), "timestamp": "yesterday"})
     torn = good[: len(good) // 2]  # the owner died inside write(2): its record() never returned
     (folder / "4242-deadbeef.jsonl").write_text(f"{good}\nnot json at all\n{bad_time}\n{torn}")
-    with InferenceLog(settings, flush_every_s=60):
+    with InferenceLog(settings, flush_every_s=60, writer=writer):
         pass  # start() replays the dead journal
     assert delta_ids(settings) == ["good"]
     set_aside = (folder / "rejected" / "4242-deadbeef.jsonl").read_text().splitlines()
@@ -232,9 +234,10 @@ def test_redaction_keeps_what_a_person_needs():
     assert redact_secrets("Authorization: Bearer abcdefgh12345") == "Authorization: Bearer [REDACTED]"
 
 
-def test_rows_reach_delta_without_an_explicit_flush(make_settings):
+@pytest.mark.parametrize("writer", WRITERS)
+def test_rows_reach_delta_without_an_explicit_flush(make_settings, writer):
     settings = make_settings()
-    with InferenceLog(settings, flush_every_s=0.2) as log:
+    with InferenceLog(settings, flush_every_s=0.2, writer=writer) as log:
         for i in range(3):
             log.record(make_record(f"bg-{i}"))
         deadline = time.monotonic() + 30
@@ -269,12 +272,13 @@ def test_depth_seen_and_the_latest_record_of_a_request_wins(make_settings):
     assert fresh.seen("r2") and not fresh.seen("r3")
 
 
-def test_rows_wait_in_the_journal_while_delta_is_down(make_settings):
+@pytest.mark.parametrize("writer", WRITERS)
+def test_rows_wait_in_the_journal_while_delta_is_down(make_settings, writer):
     settings = make_settings()
     table_path = settings.table_path(TABLE)
     table_path.parent.mkdir(parents=True)
     table_path.write_text("not a Delta table")  # writes to the table fail until this is gone
-    log = InferenceLog(settings, flush_every_s=60)
+    log = InferenceLog(settings, flush_every_s=60, writer=writer)
     log.start()
     try:
         for i in range(5):
@@ -302,6 +306,11 @@ def test_the_own_journal_is_rotated_and_removed_once_flushed(make_settings):
     finally:
         log.close()
     assert len(delta_ids(settings)) == 12 and journals(settings) == []
+
+
+def test_an_unknown_writer_is_an_error_naming_the_choices(make_settings):
+    with pytest.raises(InferenceLogError, match="thread, process"):
+        InferenceLog(make_settings(), writer="fork")
 
 
 def test_record_outside_start_and_close_is_an_error(make_settings):

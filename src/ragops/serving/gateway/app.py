@@ -635,7 +635,7 @@ def create_app(gateway_config: GatewayConfig, settings: Settings, *, inference_l
     if inference_log is None:
         from ragops.serving.gateway.journal import InferenceLog
 
-        inference_log = InferenceLog(settings)
+        inference_log = InferenceLog(settings, writer="process")  # Delta commits off the request path's GIL
     if feedback is None:
         from ragops.serving.gateway.feedback import FeedbackStore
 

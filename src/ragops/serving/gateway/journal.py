@@ -8,7 +8,9 @@ itself can lose it, and a background thread ``fsync``\\ s every :data:`FSYNC_EVE
 window: group commit). Another background thread reads the journal from its checkpoint, upserts
 batches into Delta (every ``flush_every_s`` or as soon as ``max_batch`` rows wait), then advances
 the checkpoint: the byte offset of the first line not yet in Delta, in a small sidecar file
-written atomically (write a temporary file, ``fsync``, ``rename``).
+written atomically (write a temporary file, ``fsync``, ``rename``). With ``writer="process"`` (the
+gateway's choice) that thread only reads the bytes and waits: a spawned writer process parses them
+and commits, so the commit never holds the GIL of the process serving requests.
 
 Recovery: Delta writes are idempotent (an upsert keyed by ``request_id`` and ``shadow``), so a
 crash between the upsert and the checkpoint only replays rows that are already there. On
@@ -55,6 +57,9 @@ from ragops.lakehouse.schemas import spec, validate
 
 log = logging.getLogger(__name__)
 
+#: Where the flusher writes to Delta: ``thread`` (in this process) or ``process`` (a spawned writer
+#: process; the gateway's choice, so a commit never holds the request path's GIL).
+WRITERS = ("thread", "process")
 TABLE = "inference_log"
 
 #: How often the journal is fsync'd (group commit): the most a crash of the machine can lose.
@@ -249,6 +254,76 @@ def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+# --- writing a batch of journal lines to Delta (the flusher thread's, or the writer process's) -----
+def batch_end(data: bytes, max_batch: int) -> int:
+    """Bytes of ``data`` (complete lines) that hold its first ``max_batch`` non-empty lines."""
+    pos = count = 0
+    while pos < len(data) and count < max_batch:
+        nl = data.index(b"\n", pos)
+        count += bool(data[pos:nl].strip())
+        pos = nl + 1
+    return pos
+
+
+def parse_lines(data: bytes) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Journal lines → (rows, the non-empty lines that are not a row: torn or not JSON)."""
+    rows: list[dict[str, Any]] = []
+    bad: list[bytes] = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and row.get("request_id"):
+            rows.append(row)
+        else:
+            bad.append(line)
+    return rows, bad
+
+
+def write_lines(lh: Any, data: bytes) -> tuple[int, list[bytes], list[tuple[bytes, str]]]:
+    """Upsert the journal lines ``data`` (complete lines) into ``inference_log``: (records
+    written, unreadable lines, (line, why) of rows the table refused). A refused row would block
+    every later one, so it is set aside and the others written; any other failure (Delta
+    unreachable, commit conflicts past the retries) propagates and nothing is set aside."""
+    rows, bad = parse_lines(data)
+    if not rows:
+        return 0, bad, []
+    unique = _dedupe(rows)
+    try:
+        # upsert validates the batch before any commit; validating it here too would double the work
+        lh.upsert(TABLE, rows_to_frame(unique))
+        return len(rows), bad, []
+    except (ValueError, TypeError) as exc:  # SchemaError is a ValueError; nothing was written
+        log.error("inference log: %s refuses a batch of %d rows (%s); checking them one by one",
+                  TABLE, len(unique), exc)
+    good, refused = [], []
+    for row in unique:
+        try:
+            validate(TABLE, rows_to_frame([row]))
+            good.append(row)
+        except (ValueError, TypeError) as row_exc:
+            refused.append((json.dumps(row, ensure_ascii=False, default=str).encode(), str(row_exc)))
+    if good:
+        lh.upsert(TABLE, rows_to_frame(good))
+    return len(rows), bad, refused
+
+
+_WRITER_LAKEHOUSES: dict[str, Any] = {}
+
+
+def _write_lines_in_writer(settings: Settings, data: bytes) -> tuple[int, list[bytes], list[tuple[bytes, str]]]:
+    """:func:`write_lines` in the writer process, with its own lakehouse (opened once)."""
+    key = str(settings.root)
+    if key not in _WRITER_LAKEHOUSES:
+        from ragops.lakehouse import open_lakehouse
+
+        _WRITER_LAKEHOUSES[key] = open_lakehouse(settings)
+    return write_lines(_WRITER_LAKEHOUSES[key], data)
+
+
 # --- one journal file -----------------------------------------------------------------------------
 def _try_lock(fd: int) -> bool:
     try:
@@ -317,10 +392,14 @@ class InferenceLog:
 
     def __init__(self, settings: Settings, journal_dir: Path | None = None, *,
                  flush_every_s: float = 5.0, max_batch: int = 2000, max_field_chars: int = 32_000,
-                 rotate_bytes: int = 64 << 20) -> None:
+                 rotate_bytes: int = 64 << 20, writer: str = "thread") -> None:
         if flush_every_s <= 0 or max_batch < 1 or max_field_chars < 1:
             raise InferenceLogError("flush_every_s, max_batch and max_field_chars must be positive")
+        if writer not in WRITERS:
+            raise InferenceLogError(f"writer={writer!r}: use one of {', '.join(WRITERS)}")
         self.settings = settings
+        self.writer = writer
+        self._pool = None  # writer="process": the writer process, started at the first flush
         self.journal_dir = Path(journal_dir) if journal_dir else settings.root / "gateway" / "journal"
         self.flush_every_s = flush_every_s
         self.max_batch = max_batch
@@ -392,6 +471,7 @@ class InferenceLog:
             t.join(timeout=60)
         self._threads = []
         if self._own is None:
+            self._stop_writer()
             self._closed = True
             return
         self._fsync()
@@ -400,6 +480,7 @@ class InferenceLog:
         except Exception as exc:  # the journal keeps the rows: nothing is lost, it is only late
             log.error("inference log: final flush failed (%s); %d rows stay in the journal %s for the next start",
                       exc, self.depth(), self._own.path)
+        self._stop_writer()
         with self._lock:
             self._closed = True
             own, self._own = self._own, None
@@ -469,18 +550,7 @@ class InferenceLog:
     def pending_rows(self) -> list[dict[str, Any]]:
         """The rows recorded on this machine that are not in Delta yet, oldest journal first (a line
         being written right now is skipped)."""
-        rows = []
-        for data in self._unflushed():
-            for line in data.split(b"\n"):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and row.get("request_id"):
-                    rows.append(row)
-        return rows
+        return [row for data in self._unflushed() for row in parse_lines(data)[0]]
 
     def seen(self, request_id: str) -> bool:
         """Whether a request was logged: recently by this process, in any process's un-flushed
@@ -633,59 +703,42 @@ class InferenceLog:
                     journal.write_checkpoint(journal.offset + len(data))
                     continue
                 return written  # a line being written right now: the next round takes it
-            rows, consumed, bad = self._parse(data[:end])
-            if rows:
-                self._write(rows, journal)
-                written += len(rows)
-            if bad:  # set aside once the batch is safe (a failed write re-reads these lines)
+            consumed = batch_end(data[:end], self.max_batch)
+            n, bad, refused = self._write_lines(data[:consumed])
+            written += n
+            # set aside once the batch is safe (a failed write re-reads these lines)
+            if bad:
                 self._reject(bad, journal, "unreadable journal line")
+            for line, why in refused:
+                self._reject([line], journal, why)
             journal.write_checkpoint(journal.offset + consumed)
             if journal.own:
                 with self._lock:
-                    self._flushed += len(rows) + len(bad)
+                    self._flushed += n + len(bad)
 
-    def _parse(self, data: bytes) -> tuple[list[dict[str, Any]], int, list[bytes]]:
-        """Up to ``max_batch`` complete lines of ``data``: (rows, bytes consumed, unreadable lines)."""
-        rows: list[dict[str, Any]] = []
-        bad: list[bytes] = []
-        pos = 0
-        while pos < len(data) and len(rows) < self.max_batch:
-            nl = data.index(b"\n", pos)
-            line = data[pos:nl]
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    row = None
-                if isinstance(row, dict) and row.get("request_id"):
-                    rows.append(row)
-                else:
-                    bad.append(line)
-            pos = nl + 1
-        return rows, pos, bad
+    def _stop_writer(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
-    def _write(self, rows: list[dict[str, Any]], journal: _Journal) -> None:
-        rows = _dedupe(rows)
+    def _write_lines(self, data: bytes) -> tuple[int, list[bytes], list[tuple[bytes, str]]]:
+        """:func:`write_lines` here (``writer="thread"``) or in the writer process, so the parsing,
+        the frame and the Delta commit do not hold this process's GIL while it serves requests."""
+        if self.writer == "thread":
+            return write_lines(self.lakehouse, data)
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: a process forked after deltalake is used panics (ARCHITECTURE.md)
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            # upsert validates the batch before any commit; validating it here too would double the
-            # flusher's Python work, which competes with the request thread for the GIL.
-            self.lakehouse.upsert(TABLE, rows_to_frame(rows))
-            return
-        except (ValueError, TypeError) as exc:  # SchemaError is a ValueError; nothing was written
-            # A row the table refuses would block every later row: set it aside, keep the others.
-            log.error("inference log: %s refuses a batch of %d rows (%s); checking them one by one",
-                      TABLE, len(rows), exc)
-        good = []
-        for row in rows:
-            try:
-                validate(TABLE, rows_to_frame([row]))
-                good.append(row)
-            except (ValueError, TypeError) as row_exc:
-                self._reject([json.dumps(row, ensure_ascii=False, default=str).encode()], journal, str(row_exc))
-        # Other failures (Delta unreachable, commit conflicts past the retries) propagate: the
-        # checkpoint stays where it is and the flusher tries again.
-        if good:
-            self.lakehouse.upsert(TABLE, rows_to_frame(good))
+            return self._pool.submit(_write_lines_in_writer, self.settings, data).result()
+        except BrokenProcessPool:
+            self._pool = None  # the writer died (killed, out of memory): a new one next round
+            raise
 
     def _reject(self, lines: Iterable[bytes], journal: _Journal, why: str) -> None:
         folder = self.journal_dir / "rejected"
