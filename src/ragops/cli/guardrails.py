@@ -81,6 +81,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--config", help="gateway YAML: use a route's guardrails: policy instead of the default")
     c.add_argument("--route", help="the route whose policy applies (default: the config's first route)")
     c.add_argument("--encoder", action="store_true",
-                   help="also run the semantic injection check (a sentence embedding per text; ~11 ms with bf16)")
+                   help="also run the semantic injection check (a sentence embedding per text; ~8 ms with bf16)")
     add_common(c)
     c.set_defaults(fn=cmd_check)

@@ -22,7 +22,7 @@ The detectors' highest score wins:
   prompts (awesome-chatgpt-prompts); the data itself is not shipped, only the weights. Its 0.5 is
   calibrated to a 1% false-positive rate on benign questions from sources it did not see. It catches
   paraphrases the rules do not spell out; on a whole origin of attacks it was not trained on, rules
-  and model together catch about half (BENCHMARKS.md §12). Its weights are a JSON file read with the
+  and model together catch about a quarter (BENCHMARKS.md §12). Its weights are a JSON file read with the
   standard library, so scoring needs no scikit-learn at run time.
 - **encoder** (opt-in, ``encoder=True``; :mod:`ragops.guardrails.injection_encoder`): a head on the
   project's sentence embeddings, in the n-gram model's place. It generalises better to unseen
@@ -240,8 +240,8 @@ def detect_injection(text: str, *, threshold: float = DEFAULT_THRESHOLD, model: 
     the shipped one; None: rules only). ``use_rules=False``: the model only (for measuring it).
     ``encoder=True``: the semantic check (:mod:`ragops.guardrails.injection_encoder`, an embedding
     per call) takes the n-gram model's place beside the rules: held out by origin, the two together
-    caught more than the encoder and rules alone (0.67 vs 0.65) but flagged 2.4% of benign
-    questions instead of 1.7% (BENCHMARKS.md §12). An explicit ``model`` still runs."""
+    caught little more than the encoder and rules alone (0.578 vs 0.558) but flagged 1.16% of benign
+    questions instead of 0.80% (BENCHMARKS.md §12). An explicit ``model`` still runs."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"injection threshold must be in (0, 1], got {threshold!r}")
     clean = _clip(normalize(text or ""))

