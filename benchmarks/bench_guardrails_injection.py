@@ -113,6 +113,12 @@ def _pool(entries: dict, name: str) -> dict:
             "false_positives": a[2], "benign_trials": a[3]}
 
 
+def _pooled_fpr(entries: dict, name: str) -> float:
+    """False-positive rate of ``name`` pooled over the held-out entries (benign rows only)."""
+    fp = sum(e[name]["false_positives"] for e in entries.values())
+    return round(fp / max(1, sum(e[name]["benign"] for e in entries.values())), 4)
+
+
 def _by_source(rows: list[dict], flag) -> dict:
     out = {}
     for source in sorted({source_family(r["source"]) for r in rows}):
@@ -148,13 +154,14 @@ def external_sections(dev: list[dict], ext: list[dict], encoder: bool) -> dict:
         for src, r in _by_source(ext, lambda t: detect_injection(t).flagged).items()}
     held, splits = {}, {o: held_out_by_origin(rows, o) for o in ORIGINS}
     # role-play prompts (the untuned half) are reported apart from the benign questions
-    roleplay = [r for r in held_out_by_origin(rows, ORIGINS[0])[1] if origin(r["source"]) in UNCALIBRATED_BENIGN]
+    roleplay = [r for r in splits[ORIGINS[0]][1] if origin(r["source"]) in UNCALIBRATED_BENIGN]
     splits = {o: (tune, [r for r in test if origin(r["source"]) not in UNCALIBRATED_BENIGN])
               for o, (tune, test) in splits.items()}
+    models = {}
     for o, (tune, test) in splits.items():
         attacks = [r for r in rows if r["label"] == "injection" and origin(r["source"]) == o]
         t = time.perf_counter()
-        model = train(tune)
+        model = models[o] = train(tune)
         entry = {"tuned_on": sorted({source_family(r["source"]) for r in tune}),
                  "tested_on": sorted({source_family(r["source"]) for r in test}),
                  "near_copies_dropped": len(attacks) - sum(r["label"] == "injection" for r in test),
@@ -168,14 +175,12 @@ def external_sections(dev: list[dict], ext: list[dict], encoder: bool) -> dict:
         print("held out", o, {k: entry[k] for k in ("model", "rules+model", "rules+model_roleplay")}, flush=True)
     out["held_out_by_origin"] = held
     out["held_out_by_origin_pooled"] = {name: _pool(held, name) for name in ("model", "rules+model")}
-    out["held_out_by_origin_pooled_roleplay_fpr"] = {
-        name: round(sum(e[name + "_roleplay"]["false_positives"] for e in held.values())
-                    / max(1, sum(e[name + "_roleplay"]["benign"] for e in held.values())), 4)
-        for name in ("model", "rules+model")}
+    out["held_out_by_origin_pooled_roleplay_fpr"] = {name: _pooled_fpr(held, name + "_roleplay")
+                                                     for name in ("model", "rules+model")}
     questions = benign_questions(dev)
     out["benign_questions"] = _by_source(questions, lambda t: detect_injection(t).flagged)
     if encoder:
-        out["encoder"] = encoder_section(rows, splits, roleplay)
+        out["encoder"] = encoder_section(rows, splits, roleplay, models)
     return out
 
 
@@ -185,7 +190,8 @@ def _counts(rows: list[dict]) -> dict:
     return dict(sorted(Counter(f"{r['label']}:{source_family(r['source'])}" for r in rows).items()))
 
 
-def encoder_section(rows: list[dict], splits: dict[str, tuple[list[dict], list[dict]]], roleplay: list[dict]) -> dict:
+def encoder_section(rows: list[dict], splits: dict[str, tuple[list[dict], list[dict]]], roleplay: list[dict],
+                    models: dict) -> dict:
     """Held out by origin (the same ``splits``) with the semantic check: a head on the project's
     sentence embeddings (``train_encoder_head``, calibrated as the n-gram model is), with the rules,
     and with the rules and the n-gram model (the whole ``detect_injection(encoder=True)``)."""
@@ -202,7 +208,7 @@ def encoder_section(rows: list[dict], splits: dict[str, tuple[list[dict], list[d
     held = {}
     for o, (tune, test) in splits.items():
         head = train_encoder_head(tune, x[[position[id(r)] for r in tune]])
-        ngram = train(tune)
+        ngram = models[o]  # the n-gram model external_sections fit on the same split
         entry: dict = {"head_meta": head.meta}
         for name, part in (("test", test), ("roleplay", roleplay)):
             idx = [position[id(r)] for r in part]
@@ -237,8 +243,7 @@ def encoder_section(rows: list[dict], splits: dict[str, tuple[list[dict], list[d
             "ENCODER_TARGET_FPR of benign prompts from unseen sources (grouped 5-fold CV)",
             "embed_s_all_rows": round(embed_s, 1), "held_out_by_origin": held,
             "pooled": {c: _pool(held, c) for c in ("encoder", "encoder+rules", "encoder+rules+model")},
-            "pooled_roleplay_fpr": {c: round(sum(e[c + "_roleplay"]["false_positives"] for e in held.values())
-                                             / max(1, sum(e[c + "_roleplay"]["benign"] for e in held.values())), 4)
+            "pooled_roleplay_fpr": {c: _pooled_fpr(held, c + "_roleplay")
                                     for c in ("encoder", "encoder+rules", "encoder+rules+model")},
             "latency_128_tokens": latency,
             "shipped_with_encoder": shipped_rates if shipped is not None else None,

@@ -89,16 +89,23 @@ def encoder_embedder():
     raise AssertionError("unreachable")
 
 
-def encoder_score(text: str, head: EncoderHead | None = None) -> tuple[float, str]:
-    """(probability that ``text`` is an injection, the embedder that read it). Raises
-    ``FileNotFoundError`` when no head is shipped."""
-    head = head or shipped_head()
+def require_head() -> EncoderHead:
+    """The shipped head; ``FileNotFoundError`` naming the fix when the package has none."""
+    head = shipped_head()
     if head is None:
         raise FileNotFoundError(f"ragops.guardrails/{HEAD_FILE} is missing: rebuild it with "
                                 "scripts/train_injection_model.py --encoder")
+    return head
+
+
+def encoder_score(text: str, head: EncoderHead | None = None) -> tuple[float, str]:
+    """(probability that ``text`` is an injection, the embedder that read it). Raises
+    ``FileNotFoundError`` when no head is shipped."""
+    head = head or require_head()
     embedder = encoder_embedder()
     vector = embedder.encode([text[:MAX_CHARS] or " "])[0]
     return head.score(vector), embedder.model_name
 
 
-__all__ = ["ENCODER_MODEL", "ENCODER_TARGET_FPR", "EncoderHead", "encoder_embedder", "encoder_score", "shipped_head"]
+__all__ = ["ENCODER_MODEL", "ENCODER_TARGET_FPR", "EncoderHead", "encoder_embedder", "encoder_score", "require_head",
+           "shipped_head"]

@@ -189,12 +189,10 @@ class GuardrailChecks:
         #: the gateway buffers a streamed answer when the answer may be changed or refused
         self.buffers_output = policy.output_checks
         if policy.injection.enabled and policy.injection.encoder:
-            from ragops.guardrails.injection_encoder import encoder_embedder, shipped_head
+            from ragops.guardrails.injection_encoder import encoder_embedder, require_head
 
-            if shipped_head() is None:
-                raise FileNotFoundError("guardrails.injection.encoder: the package ships no encoder head "
-                                        "(rebuild it with scripts/train_injection_model.py --encoder)")
-            encoder_embedder()  # loaded (and compiled) at start-up, not on the first request
+            require_head()  # a missing head fails at start-up, not on the first request
+            encoder_embedder()  # loaded (and compiled) at start-up too
 
     # --- pii helpers ---
     def _redact(self, text: str) -> tuple[str, list[str]]:
