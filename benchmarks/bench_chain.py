@@ -63,12 +63,13 @@ def bare_generate_tps(chain, prompts_msgs, max_new_tokens: int) -> list[float]:
 
 
 def served_throughput(settings, n_requests: int, concurrencies: list[int], qs: list[str], *,
-                      model_uri: str | None = None, workers: int = 1) -> dict:
+                      model_uri: str | None = None, workers: int = 1, batching: bool = True) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [str(Path(sys.executable).with_name("ragops")), "serve", "--port", str(port), "--workers", str(workers),
-           "--var", f"root={settings.root}"] + (["--model-uri", model_uri] if model_uri else [])
+           "--var", f"root={settings.root}"] + (["--model-uri", model_uri] if model_uri else []) + (
+           [] if batching else ["--no-batching"])
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -98,7 +99,7 @@ def served_throughput(settings, n_requests: int, concurrencies: list[int], qs: l
 
         for _ in range(workers):  # warm every worker (each loads its own model on its first request)
             ask(qs[0])
-        out = {"server_startup_s": round(startup, 2), "workers": workers}
+        out = {"server_startup_s": round(startup, 2), "workers": workers, "batching": batching}
         for c in concurrencies:
             batch = [qs[i % len(qs)] for i in range(n_requests)]
             tokens.clear()
@@ -126,6 +127,8 @@ def served_main(argv: list[str]) -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--concurrency", default="1,4,8")
     ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--batching", default="on", help="on, off or on,off: `ragops serve` with or without "
+                    "--no-batching (only llm_backend=openvino batches; the others are run once)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("--out", type=Path, default=None, help="result file (default results/bench_chain_served.json)")
@@ -140,11 +143,13 @@ def served_main(argv: list[str]) -> None:
         if not (settings.index_root / "CURRENT").exists():
             build_index(settings)
         logged = log_chain(settings)
-        for workers in [int(w) for w in args.workers.split(",")]:
-            run = served_throughput(settings, args.requests, [int(c) for c in args.concurrency.split(",")], qs,
-                                    model_uri=logged.model_uri, workers=workers)
-            result["runs"].append({"llm_backend": backend, "model_uri": logged.model_uri, "load": loadavg(), **run})
-            print(json.dumps(result["runs"][-1]), flush=True)
+        modes = [m == "on" for m in args.batching.split(",")] if backend == "openvino" else [False]
+        for batching in modes:
+            for workers in [int(w) for w in args.workers.split(",")]:
+                run = served_throughput(settings, args.requests, [int(c) for c in args.concurrency.split(",")], qs,
+                                        model_uri=logged.model_uri, workers=workers, batching=batching)
+                result["runs"].append({"llm_backend": backend, "model_uri": logged.model_uri, "load": loadavg(), **run})
+                print(json.dumps(result["runs"][-1]), flush=True)
     result["load_after"] = loadavg()
     write_result("bench_chain_served", result, args.out)
 

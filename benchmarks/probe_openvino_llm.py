@@ -40,22 +40,26 @@ def openvino_runner(model, precision: str):
     import numpy as np
 
     from ragops.openvino_cpu import compile_cpu
-    from ragops.weights.openvino_llm import stateful_model
+    from ragops.weights.openvino_llm import last_token_logits, stateful_model
+
+    def feed(ids: list[int], past: int) -> dict:
+        return {"input_ids": np.array([ids], dtype=np.int64), "attention_mask": np.ones((1, past + len(ids)), np.int64),
+                "position_ids": np.arange(past, past + len(ids))[None], "beam_idx": np.zeros(1, np.int32)}
 
     t = time.perf_counter()
-    compiled = compile_cpu(stateful_model(model), precision, 2)
+    compiled = compile_cpu(last_token_logits(stateful_model(model)), precision, 2)
     request = compiled.create_infer_request()
     prepare_s = time.perf_counter() - t
 
     def run(ids: list[int], new: int) -> tuple[list[int], float, float]:
         request.reset_state()
         t0 = time.perf_counter()
-        out = request.infer({"input_ids": np.array([ids], dtype=np.int64)})
+        out = request.infer(feed(ids, 0))
         ttft = time.perf_counter() - t0
         tokens = [int(out["logits"].argmax())]
         t1 = time.perf_counter()
         for _ in range(new - 1):
-            out = request.infer({"input_ids": np.array([[tokens[-1]]], dtype=np.int64)})
+            out = request.infer(feed([tokens[-1]], len(ids) + len(tokens) - 1))
             tokens.append(int(out["logits"].argmax()))
         return tokens, ttft, (new - 1) / (time.perf_counter() - t1)
 
@@ -123,7 +127,7 @@ def main() -> None:
         ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         ids = torch.tensor([prompts[0]])
         plain = plain_llama(folder)
-        result["plain_llama_max_logit_diff"] = float((plain(ids, *plain.empty_cache())[0][0, -1]
+        result["plain_llama_max_logit_diff"] = float((plain(*plain.feed(ids), *plain.empty_cache())[0][0, -1]
                                                       - ref(ids).logits[0, -1]).abs().max())
         del ref
 

@@ -41,6 +41,17 @@ class PrecisionUnavailable(RuntimeError):
     """The CPU cannot compute in the precision asked for; the message names what it offers."""
 
 
+def require_precision(dtype: str) -> None:
+    """Raise :class:`PrecisionUnavailable` before compiling when this CPU has no ``dtype`` arithmetic (for
+    pipelines that would fall back silently; :func:`compile_cpu` checks what it compiled)."""
+    if dtype == "bfloat16":
+        core = import_openvino().Core()
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if "BF16" not in capabilities:
+            raise PrecisionUnavailable(f"{dtype} needs a CPU with bfloat16 arithmetic (AVX512-BF16 or AMX); this one "
+                                       f"offers {', '.join(capabilities)}")
+
+
 def compile_cpu(model: Any, dtype: str, threads: int):
     """``model`` (a path OpenVINO reads, or an ``openvino.Model``) compiled for the CPU in ``dtype``
     (``float32`` | ``bfloat16``) on ``threads`` threads, for latency. Raises :class:`PrecisionUnavailable`
@@ -56,6 +67,9 @@ def compile_cpu(model: Any, dtype: str, threads: int):
         "INFERENCE_NUM_THREADS": threads,
         "INFERENCE_PRECISION_HINT": precision,
         "ENABLE_CPU_PINNING": False,
+        # a fused KV cache (the LLM's) is kept in u8 by default, which moves fp32 logits by ~0.1 after
+        # the prompt: keep it in the precision the model computes in
+        "KV_CACHE_PRECISION": precision,
     })
     ran = compiled.get_property("INFERENCE_PRECISION_HINT")
     if ran != precision:  # only bf16 can be refused: OpenVINO computes fp32 on every CPU
@@ -65,4 +79,4 @@ def compile_cpu(model: Any, dtype: str, threads: int):
     return compiled
 
 
-__all__ = ["PRECISIONS", "PrecisionUnavailable", "compile_cpu", "import_openvino"]
+__all__ = ["PRECISIONS", "PrecisionUnavailable", "compile_cpu", "import_openvino", "require_precision"]

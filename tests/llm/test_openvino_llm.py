@@ -16,7 +16,7 @@ from ragops.llm.local import LocalChatModel
 from ragops.llm.openvino_llm import OpenVinoChatModel
 from ragops.llm.remote import LLMError
 from ragops.weights.llm import DEFAULT_LLM, LLMNotFoundError, resolve_llm_path
-from ragops.weights.openvino_llm import plain_llama, resolve_openvino_llm
+from ragops.weights.openvino_llm import MODEL_XML, plain_llama, resolve_openvino_llm
 from tests.finetune.test_register import save_tiny_merged
 from tests.weights.test_gguf import tiny_llama
 
@@ -48,9 +48,10 @@ def test_the_plain_llama_is_transformers_logits_with_and_without_a_kv_cache(tmp_
     ids = torch.randint(3, 49000, (1, 40))
     with torch.no_grad():
         ref = model(ids).logits[0]
-        full, *cache = plain(ids, *plain.empty_cache())
-        step, *_ = plain(ids[:, -1:], *[c[:, :, :-1] for c in cache])  # the last token on a 39-token cache
-    assert torch.allclose(full[0, -1], ref[-1], atol=1e-4)
+        full, *cache = plain(*plain.feed(ids), *plain.empty_cache())
+        # the last token on a 39-token cache
+        step, *_ = plain(*plain.feed(ids[:, -1:], past=39), *[c[:, :, :-1] for c in cache])
+    assert torch.allclose(full[0], ref, atol=1e-4)
     assert torch.allclose(step[0, -1], ref[-1], atol=1e-4)
 
 
@@ -91,10 +92,10 @@ def test_sampling_is_seeded_and_greedy_is_deterministic(tiny):
 
 def test_the_export_is_made_once_per_folder_and_reused(tiny):
     first = resolve_openvino_llm(str(tiny))
-    assert (first / "model.xml").exists() and (first / "tokenizer.json").exists()
-    mtime = (first / "model.xml").stat().st_mtime_ns
+    assert (first / MODEL_XML).exists() and (first / "tokenizer.json").exists()
+    mtime = (first / MODEL_XML).stat().st_mtime_ns
     assert resolve_openvino_llm(str(tiny)) == first
-    assert (first / "model.xml").stat().st_mtime_ns == mtime
+    assert (first / MODEL_XML).stat().st_mtime_ns == mtime
 
 
 def test_a_prompt_longer_than_the_models_positions_is_refused_with_the_numbers(tiny):

@@ -113,3 +113,15 @@ def test_workers_share_the_cores(registered, monkeypatch):
     assert cmd[-2:] == ["-w", "64"] and env["RAGOPS_LLM_THREADS"] == env["OMP_NUM_THREADS"] == "1"
     _, env = local.scoring_server_command(settings, logged.model_uri, "127.0.0.1", 5999, workers=1)
     assert "RAGOPS_LLM_THREADS" not in env  # one worker: the backend's own default
+
+
+def test_serve_batches_concurrent_requests_unless_told_not_to(registered, monkeypatch):
+    from ragops.llm.openvino_llm import OpenVinoChatModel
+
+    settings, logged = registered
+    _, on = local.scoring_server_command(settings, logged.model_uri, "127.0.0.1", 5999)
+    _, off = local.scoring_server_command(settings, logged.model_uri, "127.0.0.1", 5999, batching=False)
+    assert on["RAGOPS_LLM_BATCHING"] == "1" and off["RAGOPS_LLM_BATCHING"] == "0"
+    for env, expected in ((on, True), (off, False)):  # what the served chain's model then does
+        monkeypatch.setenv("RAGOPS_LLM_BATCHING", env["RAGOPS_LLM_BATCHING"])
+        assert OpenVinoChatModel(model_name="any").batching is expected

@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uri = model_uri(args, settings)
     print(f"serving {uri} (version {resolve_model_uri(settings, uri)[1]}) at "
           f"http://{args.host}:{args.port}/invocations (health: /ping); Ctrl-C stops it", flush=True)
-    return serve(settings, uri, args.host, args.port, args.workers, args.request_timeout)
+    return serve(settings, uri, args.host, args.port, args.workers, args.request_timeout, batching=args.batching)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,5 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=5050)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--request-timeout", type=int, default=600, help="seconds per request (default 600)")
+    p.add_argument("--no-batching", dest="batching", action="store_false",
+                   help="answer one request at a time per worker: no continuous batching of concurrent requests "
+                        "(llm_backend=openvino batches them by default; the other backends never do)")
     add_common(p)
     p.set_defaults(fn=cmd_serve)

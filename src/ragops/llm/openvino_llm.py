@@ -36,26 +36,34 @@ from typing import Any
 
 import numpy as np
 from langchain_core.messages import BaseMessage
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from ragops.config import LLMConfig
 from ragops.cpu import available_cores, llm_threads_override
 from ragops.llm.generation import StopFilter, TokenStreamChatModel, generation_stats, render_chat_template
 from ragops.llm.messages import to_dicts
+from ragops.llm.openvino_batching import batching_requested
 from ragops.llm.remote import LLMError
 
 log = logging.getLogger(__name__)
+
+@dataclass
+class Prompting:
+    """What turns messages into prompt ids and ids back into text, per exported folder."""
+
+    tokenizer: Any  # tokenizers.Tokenizer
+    chat_template: str
+    special_tokens: dict[str, str]
+    eos_ids: frozenset[int]
+    n_ctx: int
+
 
 @dataclass
 class LoadedOpenVino:
     compiled: Any
     request: Any
     lock: threading.Lock
-    tokenizer: Any  # tokenizers.Tokenizer
-    chat_template: str
-    special_tokens: dict[str, str]
-    eos_ids: frozenset[int]
-    n_ctx: int
+    prompting: Prompting
     path: str
     dtype: str
     load_seconds: float
@@ -66,26 +74,12 @@ def _token_text(value: Any) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_openvino_llm(path: str, dtype: str, threads: int) -> LoadedOpenVino:
-    """The exported model at ``path`` compiled once per process (and per precision and threads)."""
+def load_prompting(path: str) -> Prompting:
+    """The tokenizer (``tokenizer.json``, no transformers import), chat template, special tokens and the
+    ids that end a turn of the exported folder at ``path``."""
     from tokenizers import Tokenizer
 
-    from ragops.openvino_cpu import PrecisionUnavailable, compile_cpu
-
     folder = Path(path)
-    started = time.perf_counter()
-    if dtype == "bfloat16" and threads < 2:
-        # OpenVINO 2026.4's CPU plugin dies with SIGFPE compiling a gated MLP (silu(x Wg) * x Wu, its
-        # fused LLMMLP node) in bf16 on one inference thread (a 3-matmul torch module reproduces it; f32
-        # and two threads do not). One worker per core (`ragops serve --workers N`) asks for one thread:
-        # it gets two, which costs some oversubscription instead of a dead worker.
-        threads = 2
-    try:
-        # no compiled-blob cache (CACHE_DIR): it would save ~1 s of a cold start for 250 MB per precision
-        compiled = compile_cpu(folder / "model.xml", dtype, threads)
-    except PrecisionUnavailable as e:
-        raise LLMError(f"llm_dtype={dtype} on llm_backend=openvino: {e}. Use --var llm_dtype=float32 (transformers' "
-                       "answers) or llm_backend=local.") from e
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tok_cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").exists() \
         else {}
@@ -103,10 +97,41 @@ def load_openvino_llm(path: str, dtype: str, threads: int) -> LoadedOpenVino:
     eos = set(value if isinstance(value, list) else [] if value is None else [value])
     if special["eos_token"] and tokenizer.token_to_id(special["eos_token"]) is not None:
         eos.add(tokenizer.token_to_id(special["eos_token"]))
+    return Prompting(tokenizer, template, special, frozenset(eos), int(config.get("max_position_embeddings", 2048)))
+
+
+def effective_threads(dtype: str, threads: int) -> int:
+    if dtype == "bfloat16" and threads < 2:
+        # OpenVINO 2026.4's CPU plugin dies with SIGFPE compiling a gated MLP (silu(x Wg) * x Wu, its
+        # fused LLMMLP node) in bf16 on one inference thread (a 3-matmul torch module reproduces it; f32
+        # and two threads do not). One worker per core (`ragops serve --workers N`) asks for one thread:
+        # it gets two, which costs some oversubscription instead of a dead worker.
+        return 2
+    return threads
+
+
+@functools.lru_cache(maxsize=4)
+def load_openvino_llm(path: str, dtype: str, threads: int) -> LoadedOpenVino:
+    """The exported model at ``path`` compiled once per process (and per precision and threads)."""
+    from ragops.openvino_cpu import PrecisionUnavailable, compile_cpu, import_openvino
+    from ragops.weights.openvino_llm import MODEL_XML, last_token_logits, without_beam_reorder
+
+    folder = Path(path)
+    started = time.perf_counter()
+    threads = effective_threads(dtype, threads)
+    try:
+        # no compiled-blob cache (CACHE_DIR): it would save ~1 s of a cold start for 250 MB per precision
+        model = last_token_logits(import_openvino().Core().read_model(str(folder / MODEL_XML)))
+        if dtype == "bfloat16":  # fp32 computes the fused cache read correctly, and decodes 2x faster with it
+            model = without_beam_reorder(model)
+        compiled = compile_cpu(model, dtype, threads)
+    except PrecisionUnavailable as e:
+        raise LLMError(f"llm_dtype={dtype} on llm_backend=openvino: {e}. Use --var llm_dtype=float32 (transformers' "
+                       "answers) or llm_backend=local.") from e
+    prompting = load_prompting(path)
     seconds = time.perf_counter() - started
     log.info("loaded OpenVINO LLM %s (%s, %d threads) in %.2fs", folder.name, dtype, threads, seconds)
-    return LoadedOpenVino(compiled, compiled.create_infer_request(), threading.Lock(), tokenizer, template, special,
-                          frozenset(eos), int(config.get("max_position_embeddings", 2048)), str(folder), dtype,
+    return LoadedOpenVino(compiled, compiled.create_infer_request(), threading.Lock(), prompting, str(folder), dtype,
                           seconds)
 
 
@@ -142,6 +167,9 @@ class OpenVinoChatModel(TokenStreamChatModel):
     dtype: str = "bfloat16"  # llm_dtype
     n_threads: int = 0  # 0 = every available core (or RAGOPS_LLM_THREADS)
     seed: int = 0
+    #: continuous batching (:mod:`ragops.llm.openvino_batching`): concurrent calls share forward passes;
+    #: ``ragops serve`` turns it on through ``RAGOPS_LLM_BATCHING``
+    batching: bool = Field(default_factory=batching_requested)
     #: the exported folder model_name resolved to, once per model (a registry name costs a query)
     _folder: str | None = PrivateAttr(default=None)
 
@@ -161,53 +189,75 @@ class OpenVinoChatModel(TokenStreamChatModel):
             self._folder = str(resolve_openvino_llm(self.model_name))
         return self._folder
 
-    def loaded(self) -> LoadedOpenVino:
+    def _threads(self) -> int:
+        return effective_threads(self.dtype, self.n_threads or llm_threads_override() or available_cores())
+
+    def _check_dtype(self) -> None:
         if self.dtype not in LLMConfig.DTYPES:
             raise LLMError(f"llm_dtype={self.dtype!r}: llm_backend=openvino runs {' or '.join(LLMConfig.DTYPES)}")
-        threads = self.n_threads or llm_threads_override() or available_cores()
-        return load_openvino_llm(self._export(), self.dtype, threads)
+
+    def loaded(self) -> LoadedOpenVino:
+        """The compiled model of our own loop (one request at a time)."""
+        self._check_dtype()
+        return load_openvino_llm(self._export(), self.dtype, self._threads())
+
+    def engine(self):
+        """The continuous-batching engine (``batching``), after the same precision check as :meth:`loaded`."""
+        from ragops.llm.openvino_batching import batching_engine
+        from ragops.openvino_cpu import PRECISIONS, PrecisionUnavailable, require_precision
+
+        self._check_dtype()
+        try:
+            require_precision(self.dtype)
+        except PrecisionUnavailable as e:
+            raise LLMError(f"llm_dtype={self.dtype} on llm_backend=openvino: {e}. Use --var llm_dtype=float32 "
+                           "(transformers' answers) or llm_backend=local.") from e
+        return batching_engine(self._export(), PRECISIONS[self.dtype], self._threads())
+
+    def prompting(self) -> Prompting:
+        return load_prompting(self._export())
 
     def warm(self) -> None:
-        self.loaded()
+        self.engine() if self.batching else self.loaded()
 
     def prompt_tokens(self, messages: list[BaseMessage]) -> list[int]:
         """The prompt's token ids: the chat template rendered, special tokens parsed, none added."""
-        loaded = self.loaded()
-        text = render_chat_template(loaded.chat_template, to_dicts(messages), loaded.special_tokens)
-        return loaded.tokenizer.encode(text, add_special_tokens=False).ids
+        prompting = self.prompting()
+        text = render_chat_template(prompting.chat_template, to_dicts(messages), prompting.special_tokens)
+        return prompting.tokenizer.encode(text, add_special_tokens=False).ids
 
     def _tokens(self, messages: list[BaseMessage], stop: list[str] | None, **overrides: Any
                 ) -> Iterator[tuple[str, dict[str, Any]]]:
         started = time.perf_counter()
-        loaded = self.loaded()
+        prompting = self.prompting()
         prompt = self.prompt_tokens(messages)
         max_new = int(overrides.get("max_new_tokens", self.max_new_tokens))
-        if len(prompt) + max_new > loaded.n_ctx:
+        if len(prompt) + max_new > prompting.n_ctx:
             raise LLMError(f"the prompt has {len(prompt)} tokens and llm_max_new_tokens is {max_new}, more than the "
-                           f"model's {loaded.n_ctx} positions; lower chain_max_context_chars")
+                           f"model's {prompting.n_ctx} positions; lower chain_max_context_chars")
         temperature = float(overrides.get("temperature", self.temperature))
         top_p = float(overrides.get("top_p", self.top_p))
         penalty = float(overrides.get("repetition_penalty", self.repetition_penalty))
-        rng = np.random.default_rng(int(overrides.get("seed", self.seed)))
+        seed = int(overrides.get("seed", self.seed))
+        if self.batching:
+            ids = self.engine().generate(prompt, max_new_tokens=max_new, temperature=temperature, top_p=top_p,
+                                         repetition_penalty=penalty, seed=seed, stop_ids=prompting.eos_ids)
+        else:
+            ids = self._own_loop(self.loaded(), prompt, max_new, temperature, top_p, penalty, seed)
         stops = StopFilter(stop)
         out: list[int] = []
         text, first, finish = "", None, "length"
-        with loaded.lock:
-            request = loaded.request
-            request.reset_state()
-            feed = np.asarray([prompt], dtype=np.int64)
-            while len(out) < max_new:
-                logits = request.infer({"input_ids": feed})["logits"][0, -1]
-                token = _sample(_penalise(logits, prompt, out, penalty), temperature, top_p, rng)
+        try:
+            for token in ids:
                 if first is None:
                     first = time.perf_counter()
-                if token in loaded.eos_ids:
+                if token in prompting.eos_ids:
                     finish = "stop"
                     break
                 out.append(token)
                 # decode the whole answer and emit what is new: byte-level pieces of one character
                 # decode to U+FFFD until the character is complete
-                full = loaded.tokenizer.decode(out, skip_special_tokens=True)
+                full = prompting.tokenizer.decode(out, skip_special_tokens=True)
                 if not full.endswith("\ufffd") and len(full) > len(text):
                     delta = stops.feed(full[len(text):])
                     text = full
@@ -216,9 +266,12 @@ class OpenVinoChatModel(TokenStreamChatModel):
                     if stops.stopped:
                         finish = "stop"
                         break
-                feed = np.asarray([[token]], dtype=np.int64)
+                if len(out) >= max_new:
+                    break
+        finally:
+            ids.close()  # ends our loop (and its lock) or cancels the batched request
         if not stops.stopped:
-            full = loaded.tokenizer.decode(out, skip_special_tokens=True)
+            full = prompting.tokenizer.decode(out, skip_special_tokens=True)
             tail = (stops.feed(full[len(text):]) if len(full) > len(text) else "") + stops.flush()
         else:
             tail = stops.flush()
@@ -226,7 +279,30 @@ class OpenVinoChatModel(TokenStreamChatModel):
             yield tail, {}
         yield "", generation_stats(model_name=self.model_name, engine="openvino", finish=finish, n_prompt=len(prompt),
                                    n_out=len(out), started=started, first=first, ended=time.perf_counter(),
-                                   dtype=self.dtype)
+                                   dtype=self.dtype, batched=self.batching)
+
+    @staticmethod
+    def _own_loop(loaded: LoadedOpenVino, prompt: list[int], max_new: int, temperature: float, top_p: float,
+                  penalty: float, seed: int) -> Iterator[int]:
+        """One request at a time on the process's compiled model: the KV cache is its state, reset per prompt."""
+        rng = np.random.default_rng(seed)
+        out: list[int] = []
+        with loaded.lock:
+            request = loaded.request
+            request.reset_state()
+            feed, past = np.asarray([prompt], dtype=np.int64), 0
+            while len(out) < max_new:
+                t = feed.shape[1]
+                logits = request.infer({"input_ids": feed, "attention_mask": np.ones((1, past + t), dtype=np.int64),
+                                        "position_ids": np.arange(past, past + t, dtype=np.int64)[None],
+                                        "beam_idx": np.zeros(1, dtype=np.int32)})["logits"][0, -1]
+                past += t
+                token = _sample(_penalise(logits, prompt, out, penalty), temperature, top_p, rng)
+                yield token
+                if token in loaded.prompting.eos_ids:
+                    return
+                out.append(token)
+                feed = np.asarray([[token]], dtype=np.int64)
 
 
-__all__ = ["OpenVinoChatModel", "load_openvino_llm"]
+__all__ = ["OpenVinoChatModel", "Prompting", "load_openvino_llm", "load_prompting"]

@@ -146,7 +146,7 @@ def worker_threads(workers: int) -> int:
 
 
 def scoring_server_command(settings: Settings, model_uri: str, host: str, port: int, workers: int = 1,
-                           request_timeout_s: int = 600) -> tuple[list[str], dict[str, str]]:
+                           request_timeout_s: int = 600, batching: bool = True) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow models serve`` command line and environment that serve ``model_uri`` from this venv."""
     from ragops.tracking import configure_mlflow
 
@@ -155,7 +155,10 @@ def scoring_server_command(settings: Settings, model_uri: str, host: str, port: 
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
            "MLFLOW_TRACKING_URI": settings.tracking_uri,
            # CPU generation can take a while; MLflow's default request timeout is 60 s.
-           "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(request_timeout_s)}
+           "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(request_timeout_s),
+           # MLflow answers each request on its own thread: llm_backend=openvino then puts concurrent
+           # requests into shared forward passes (ragops.llm.openvino_batching)
+           "RAGOPS_LLM_BATCHING": "1" if batching else "0"}
     if workers > 1:
         # N workers each running a model on every core would fight over them: share the cores out
         # (torch reads OMP_NUM_THREADS; llama.cpp RAGOPS_LLM_THREADS). One worker keeps each
@@ -169,9 +172,9 @@ def scoring_server_command(settings: Settings, model_uri: str, host: str, port: 
 
 
 def serve(settings: Settings, model_uri: str, host: str = "127.0.0.1", port: int = 5050, workers: int = 1,
-          request_timeout_s: int = 600) -> int:
+          request_timeout_s: int = 600, batching: bool = True) -> int:
     """Run MLflow's scoring server in the foreground until it exits (or Ctrl-C); its exit code."""
-    cmd, env = scoring_server_command(settings, model_uri, host, port, workers, request_timeout_s)
+    cmd, env = scoring_server_command(settings, model_uri, host, port, workers, request_timeout_s, batching)
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:

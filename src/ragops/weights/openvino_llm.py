@@ -16,7 +16,7 @@ variables between calls, as optimum-intel's exports do. Two details matter for b
 
 :func:`resolve_openvino_llm` takes what ``llm_model`` takes (the packaged model, a transformers folder,
 a registered fine-tune ``models:/rag_llm/<v>``), finds its transformers folder (:func:`resolve_llm_path`)
-and writes ``<model cache>/<name>-<fingerprint>-v<EXPORT_VERSION>.openvino/`` once: ``model.xml`` / ``model.bin`` (fp32
+and writes ``<model cache>/<name>-<fingerprint>-v<EXPORT_VERSION>.openvino/`` once: ``openvino_model.xml`` / ``.bin`` (fp32
 weights, so ``llm_dtype=float32`` answers as transformers does) and the tokenizer files. Exporting needs
 torch; running it does not.
 """
@@ -35,7 +35,9 @@ from ragops.weights.llm import LLMNotFoundError, model_cache_dir, resolve_llm_pa
 log = logging.getLogger(__name__)
 
 #: bumped when the exported graph changes, so an old export in the cache is not reused
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: optimum-intel's four inputs, logits for every position
+#: the model's file name in the exported folder: optimum-intel's, which OpenVINO GenAI's pipelines look for
+MODEL_XML = "openvino_model.xml"
 #: what the exported folder keeps from the transformers folder (tokenizer, template, generation defaults)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json",
                    "special_tokens_map.json", "config.json")
@@ -57,7 +59,8 @@ def plain_llama(folder: Path, int8: bool = False):
     sd = load_file(str(weights))
 
     class PlainLlama(torch.nn.Module):
-        """``(input_ids [1, T], past k, v per layer [1, KV, P, D]) -> (last logits, present k, v ...)``."""
+        """``(input_ids, attention_mask, position_ids, beam_idx, past k, v per layer [B, KV, P, D])
+        -> (logits [B, T, V], present k, v ...)``."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -103,44 +106,67 @@ def plain_llama(folder: Path, int8: bool = False):
         def rms(self, x, w):
             return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
-        def forward(self, input_ids, *past):
+        def forward(self, input_ids, attention_mask, position_ids, beam_idx, *past):
+            """optimum-intel's layout, which OpenVINO GenAI's continuous batching rewrites to paged attention:
+            ``attention_mask [B, P+T]`` (1 = a real token), ``position_ids [B, T]``, ``beam_idx [B]`` (which
+            cached row each row continues), logits for every position (a slice keeps the last one where only
+            it is needed, :func:`last_token_logits`)."""
             b, t = input_ids.shape
-            p = past[0].shape[2]
-            positions = torch.arange(t) + p
-            cos, sin = self.cos_table[positions][None, None], self.sin_table[positions][None, None]
+            total = attention_mask.shape[1]
+            cos = self.cos_table[position_ids].unsqueeze(1)  # [B, 1, T, D]
+            sin = self.sin_table[position_ids].unsqueeze(1)
             half = self.head_dim // 2
 
             def rope(x):
                 return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
 
-            mask = torch.where(torch.arange(p + t)[None, :] <= positions[:, None], 0.0, float("-inf"))[None, None]
+            keys = torch.arange(total)
+            causal = keys[None, :] <= (keys[-t:])[:, None]  # query i sits at key index P + i
+            allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
+            # the float minimum, not -inf: a padded query row (all keys masked) stays finite
+            mask = torch.where(allowed, 0.0, torch.finfo(torch.float32).min)
             h = torch.nn.functional.embedding(input_ids, self.embed)
+            rep = self.heads // self.kv_heads
             present = []
+
+            def repeat(x):  # transformers' repeat_kv: the GQA pattern OpenVINO's passes recognise
+                return x[:, :, None].expand(b, self.kv_heads, rep, x.shape[2], self.head_dim).reshape(
+                    b, self.heads, x.shape[2], self.head_dim)
+
             for i, layer in enumerate(self.layers):
                 x = self.rms(h, layer.ln1)
                 q = (x @ self.weight(layer, "q").T).view(b, t, self.heads, self.head_dim).transpose(1, 2)
                 k = (x @ self.weight(layer, "k").T).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
                 v = (x @ self.weight(layer, "v").T).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-                k = torch.cat([past[2 * i], rope(k)], 2)
-                v = torch.cat([past[2 * i + 1], v], 2)
+                k = torch.cat([past[2 * i].index_select(0, beam_idx), rope(k)], 2)
+                v = torch.cat([past[2 * i + 1].index_select(0, beam_idx), v], 2)
                 present += [k, v]
-                a = torch.nn.functional.scaled_dot_product_attention(rope(q), k, v, attn_mask=mask, enable_gqa=True)
+                a = torch.nn.functional.scaled_dot_product_attention(rope(q), repeat(k), repeat(v), attn_mask=mask)
                 h = h + a.transpose(1, 2).reshape(b, t, self.heads * self.head_dim) @ self.weight(layer, "o").T
                 x = self.rms(h, layer.ln2)
                 h = h + (torch.nn.functional.silu(x @ self.weight(layer, "gate").T)
                          * (x @ self.weight(layer, "up").T)) @ self.weight(layer, "down").T
             head = self.embed if self.head is None else self.head
-            return (self.rms(h[:, -1:], self.norm) @ head.T, *present)
+            return (self.rms(h, self.norm) @ head.T, *present)
 
-        def empty_cache(self):
-            return [torch.zeros(1, self.kv_heads, 0, self.head_dim)] * (2 * self.n_layers)
+        def empty_cache(self, batch: int = 1):
+            return [torch.zeros(batch, self.kv_heads, 0, self.head_dim)] * (2 * self.n_layers)
+
+        @staticmethod
+        def feed(input_ids, past: int = 0):
+            """The four inputs for ``input_ids [B, T]`` after ``past`` cached tokens, no padding."""
+            b, t = input_ids.shape
+            return (input_ids, torch.ones(b, past + t, dtype=torch.int64),
+                    (torch.arange(t) + past).expand(b, t), torch.arange(b, dtype=torch.int32))
 
     return PlainLlama().eval()
 
 
 def stateful_model(model):
-    """``model`` (a :func:`plain_llama`) traced into an ``openvino.Model`` whose only input is
-    ``input_ids`` and only output ``logits``; the KV cache is state (reset per prompt)."""
+    """``model`` (a :func:`plain_llama`) traced into an ``openvino.Model`` with optimum-intel's inputs
+    (``input_ids``, ``attention_mask``, ``position_ids``, ``beam_idx``) and output (``logits``), the KV
+    cache as state (reset per prompt): the layout OpenVINO GenAI's pipelines take."""
+    import numpy as np
     import torch
     from openvino._offline_transformations import apply_make_stateful_transformation
 
@@ -148,18 +174,83 @@ def stateful_model(model):
 
     ov = import_openvino()
     n = model.n_layers
-    kv_shape = ov.PartialShape([1, model.kv_heads, -1, model.head_dim])
+    kv_shape = ov.PartialShape([-1, model.kv_heads, -1, model.head_dim])
+    example = model.feed(torch.randint(3, 50, (2, 8)))
     with torch.no_grad():
-        converted = ov.convert_model(model, example_input=(torch.randint(3, 50, (1, 8)), *model.empty_cache()),
-                                     input=[ov.PartialShape([1, -1])] + [kv_shape] * (2 * n))
-    ins = ["input_ids"] + [f"past.{i}.{kv}" for i in range(n) for kv in "kv"]
-    outs = ["logits"] + [f"present.{i}.{kv}" for i in range(n) for kv in "kv"]
+        converted = ov.convert_model(model, example_input=(*example, *model.empty_cache(2)),
+                                     input=[ov.PartialShape([-1, -1])] * 3 + [ov.PartialShape([-1])]
+                                     + [kv_shape] * (2 * n))
+    ins = ["input_ids", "attention_mask", "position_ids", "beam_idx"] + [
+        f"past_key_values.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+    outs = ["logits"] + [f"present.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
     for port, name in zip(converted.inputs, ins, strict=True):
         port.get_tensor().set_names({name})
     for port, name in zip(converted.outputs, outs, strict=True):
         port.get_tensor().set_names({name})
-    apply_make_stateful_transformation(converted, dict(zip(ins[1:], outs[1:], strict=True)))
+    apply_make_stateful_transformation(converted, dict(zip(ins[4:], outs[1:], strict=True)))
+    # each state starts as zeros [batch of input_ids, KV, 0, D], as optimum-intel initialises it: with a
+    # dynamic batch the CPU plugin's KV-cache fusion needs the initialiser to exist
+    ops = ov.opset13
+    batch = ops.gather(ops.shape_of(converted.input("input_ids"), output_type="i64"), ops.constant([0]),
+                       ops.constant(0))
+    for op in converted.get_ops():
+        if op.get_type_name() == "ReadValue":
+            dims = [batch if d == 0 else ops.constant([dim.get_min_length()], dtype=np.int64)
+                    for d, dim in enumerate(op.get_output_partial_shape(0))]
+            op.set_arguments([ops.broadcast(ops.constant(0.0, dtype=op.get_output_element_type(0)),
+                                            ops.concat(dims, axis=0))])
+    converted.validate_nodes_and_infer_types()
     return converted
+
+
+def without_beam_reorder(model):
+    """``model`` (an exported ``openvino.Model``) reading its cache without the ``beam_idx`` gather, for a
+    loop that runs one sequence and never reorders its cache (``beam_idx`` stays an input, unused). Why:
+    OpenVINO 2026.4's CPU plugin fuses the cache read, the gather and the repeated KV heads into one node,
+    and in bf16 that node answers garbage ("Ünïcödé çevirim çevirim ...") where the same graph without the
+    gather, or in fp32, answers as transformers does. GenAI's continuous batching rewrites that part to
+    paged attention, so its copy keeps the gather."""
+    param = model.input("beam_idx").get_node()
+    gathers = [t.get_node() for t in param.output(0).get_target_inputs() if t.get_node().get_type_name() == "Gather"]
+    if not gathers:
+        raise ValueError("the export has no beam_idx gather: not a ragops.weights.openvino_llm export")
+    for gather in gathers:
+        for consumer in list(gather.output(0).get_target_inputs()):
+            consumer.replace_source_output(gather.input_value(0))
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+def last_token_logits(model):
+    """``model`` (an exported ``openvino.Model``) computing the head for the last position only: prefill
+    of an 800-token prompt otherwise spends ~13% of its work on logits nobody reads. GenAI's pipelines do
+    the same to their copy; this one is for :mod:`ragops.llm.openvino_llm`'s own loop."""
+    from ragops.openvino_cpu import import_openvino
+
+    ops = import_openvino().opset13
+    head = model.output("logits").get_node()
+    while head.get_type_name() != "MatMul":  # the head's MatMul, under any Convert the export left
+        head = head.input_value(0).get_node()
+    hidden = head.input_value(0)
+    last = ops.slice(hidden, ops.constant([-1]), ops.constant([2**62]), ops.constant([1]), ops.constant([1]))
+    head.input(0).replace_source_output(last.output(0))
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+def write_genai_tokenizer(folder: Path, target: Path) -> None:
+    """The tokenizer of ``folder`` as OpenVINO models (``openvino_tokenizer.xml`` / ``openvino_detokenizer.xml``)
+    in ``target``: GenAI's pipelines (:mod:`ragops.llm.openvino_batching`) will not open a folder without
+    them, even when they are given token ids. Our own loop tokenizes with ``tokenizer.json``."""
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
+    from ragops.openvino_cpu import import_openvino
+
+    ov = import_openvino()
+    tokenizer, detokenizer = convert_tokenizer(AutoTokenizer.from_pretrained(str(folder)), with_detokenizer=True)
+    ov.save_model(tokenizer, str(target / "openvino_tokenizer.xml"))
+    ov.save_model(detokenizer, str(target / "openvino_detokenizer.xml"))
 
 
 def export_openvino_llm(folder: Path, target: Path) -> Path:
@@ -172,13 +263,14 @@ def export_openvino_llm(folder: Path, target: Path) -> Path:
     tmp.mkdir(parents=True)
     try:
         model = stateful_model(plain_llama(folder))
-        import_openvino().save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        import_openvino().save_model(model, str(tmp / MODEL_XML), compress_to_fp16=False)
         for name in TOKENIZER_FILES:
             if (folder / name).exists():
                 shutil.copy(folder / name, tmp / name)
+        write_genai_tokenizer(folder, tmp)
         (tmp / "ragops_export.json").write_text(json.dumps(
             {"source": str(folder), "export_version": EXPORT_VERSION, "seconds": round(time.perf_counter() - started, 1)}))
-        if (target / "model.xml").exists():  # another process finished the same export first: keep its copy
+        if (target / MODEL_XML).exists():  # another process finished the same export first: keep its copy
             return target
         if target.exists():
             shutil.rmtree(target)  # a stale, incomplete folder
@@ -195,10 +287,12 @@ def resolve_openvino_llm(name: str) -> Path:
 
     folder = resolve_llm_path(name)
     target = model_cache_dir() / f"{folder.resolve().name}-{folder_fingerprint(folder)}-v{EXPORT_VERSION}.openvino"
-    if (target / "model.xml").exists():
+    if (target / MODEL_XML).exists():
         return target
     log.info("exporting %s to OpenVINO (once, ~10 s)", folder)
     return export_openvino_llm(folder, target)
 
 
-__all__ = ["EXPORT_VERSION", "export_openvino_llm", "plain_llama", "resolve_openvino_llm", "stateful_model"]
+__all__ = ["EXPORT_VERSION", "MODEL_XML", "export_openvino_llm", "last_token_logits", "plain_llama", "resolve_openvino_llm",
+           "stateful_model",
+           "without_beam_reorder", "write_genai_tokenizer"]
