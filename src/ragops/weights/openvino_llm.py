@@ -6,13 +6,19 @@ Why: on a CPU with AMX / AVX512-BF16, OpenVINO evaluates the chain's ~800-token 
 other transformers versions): :class:`PlainLlama` is the Llama forward written out with an explicit
 per-layer KV cache, checked against transformers' logits (``tests/llm/test_openvino_llm.py``),
 traced by ``openvino.convert_model`` and made stateful, so the KV cache lives in OpenVINO state
-variables between calls, as optimum-intel's exports do. Two details matter for bf16:
+variables between calls, as optimum-intel's exports do, in their layout: inputs ``input_ids``,
+``attention_mask``, ``position_ids``, ``beam_idx``, output ``logits``, and the KV heads repeated as
+transformers' ``repeat_kv`` does. That layout is what OpenVINO GenAI's continuous batching
+(:mod:`ragops.llm.openvino_batching`) rewrites to paged attention; an export with ``enable_gqa``
+attention is refused by that rewrite ("undeclared parameters"). Details that matter:
 
 - The rotary cos / sin come from fp32 tables gathered by position. An angle computed in the graph
   (position x frequency) is rounded to bf16, which at position 800 steps by 4 radians: the first probe
   agreed with fp32 on 2% of greedy tokens, the table version on 86%.
-- Attention keeps the 3 KV heads (``enable_gqa``) instead of repeating them to 9, which cost a copy of
-  the whole cache per decoded token (15 vs 25 tokens/s).
+- Our own one-request loop (:mod:`ragops.llm.openvino_llm`) adapts the graph when it loads it: the head
+  only for the last position (:func:`last_token_logits`), and in bf16 no ``beam_idx`` gather
+  (:func:`without_beam_reorder`, a CPU-plugin bug). The CPU plugin keeps a fused KV cache in u8 unless told
+  otherwise; :func:`ragops.openvino_cpu.compile_cpu` keeps it in the model's precision.
 
 :func:`resolve_openvino_llm` takes what ``llm_model`` takes (the packaged model, a transformers folder,
 a registered fine-tune ``models:/rag_llm/<v>``), finds its transformers folder (:func:`resolve_llm_path`)
