@@ -46,10 +46,15 @@ def require_precision(dtype: str) -> None:
     pipelines that would fall back silently; :func:`compile_cpu` checks what it compiled)."""
     if dtype == "bfloat16":
         core = import_openvino().Core()
-        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        if "BF16" not in capabilities:
-            raise PrecisionUnavailable(f"{dtype} needs a CPU with bfloat16 arithmetic (AVX512-BF16 or AMX); this one "
-                                       f"offers {', '.join(capabilities)}")
+        if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise _unavailable(core, dtype)
+
+
+def _unavailable(core: Any, dtype: str, ran: Any = None) -> PrecisionUnavailable:
+    capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    computes = f" and OpenVINO would compute in {ran}" if ran is not None else ""
+    return PrecisionUnavailable(f"{dtype} needs a CPU with bfloat16 arithmetic (AVX512-BF16 or AMX); this one "
+                                f"offers {capabilities}{computes}")
 
 
 def compile_cpu(model: Any, dtype: str, threads: int):
@@ -73,9 +78,7 @@ def compile_cpu(model: Any, dtype: str, threads: int):
     })
     ran = compiled.get_property("INFERENCE_PRECISION_HINT")
     if ran != precision:  # only bf16 can be refused: OpenVINO computes fp32 on every CPU
-        capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-        raise PrecisionUnavailable(f"{dtype} needs a CPU with bfloat16 arithmetic (AVX512-BF16 or AMX); this one "
-                                   f"offers {capabilities} and OpenVINO would compute in {ran}")
+        raise _unavailable(core, dtype, ran)
     return compiled
 
 

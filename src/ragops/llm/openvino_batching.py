@@ -48,6 +48,7 @@ class BatchingEngine:
     """One ``ContinuousBatchingPipeline`` and the thread that steps it; :meth:`generate` from any thread."""
 
     def __init__(self, folder: str, precision: str, threads: int) -> None:
+        import openvino as ov
         import openvino_genai as og
 
         started = time.perf_counter()
@@ -56,7 +57,7 @@ class BatchingEngine:
         scheduler.max_num_batched_tokens = MAX_BATCHED_TOKENS
         scheduler.dynamic_split_fuse = True
         scheduler.enable_prefix_caching = False  # the chain's prompts share little but the system prompt
-        self._og = og
+        self._og, self._tensor = og, ov.Tensor
         self._pipe = og.ContinuousBatchingPipeline(folder, scheduler, "CPU", {
             "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
             "ENABLE_CPU_PINNING": False, "KV_CACHE_PRECISION": precision})  # see ragops.openvino_cpu
@@ -114,9 +115,7 @@ class BatchingEngine:
             if self._failed is not None:
                 raise RuntimeError(f"the continuous-batching scheduler stopped: {self._failed}")
             rid = next(self._ids)
-            import openvino as ov
-
-            handle = self._pipe.add_request(rid, ov.Tensor(np.asarray([prompt], dtype=np.int64)), config)
+            handle = self._pipe.add_request(rid, self._tensor(np.asarray([prompt], dtype=np.int64)), config)
             self._active[rid] = (handle, out)
         self._wake.set()
         finished = False

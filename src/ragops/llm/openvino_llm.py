@@ -100,6 +100,11 @@ def load_prompting(path: str) -> Prompting:
     return Prompting(tokenizer, template, special, frozenset(eos), int(config.get("max_position_embeddings", 2048)))
 
 
+def precision_error(dtype: str, cause: Exception) -> LLMError:
+    return LLMError(f"llm_dtype={dtype} on llm_backend=openvino: {cause}. Use --var llm_dtype=float32 (transformers' "
+                    "answers) or llm_backend=local.")
+
+
 def effective_threads(dtype: str, threads: int) -> int:
     if dtype == "bfloat16" and threads < 2:
         # OpenVINO 2026.4's CPU plugin dies with SIGFPE compiling a gated MLP (silu(x Wg) * x Wu, its
@@ -126,8 +131,7 @@ def load_openvino_llm(path: str, dtype: str, threads: int) -> LoadedOpenVino:
             model = without_beam_reorder(model)
         compiled = compile_cpu(model, dtype, threads)
     except PrecisionUnavailable as e:
-        raise LLMError(f"llm_dtype={dtype} on llm_backend=openvino: {e}. Use --var llm_dtype=float32 (transformers' "
-                       "answers) or llm_backend=local.") from e
+        raise precision_error(dtype, e) from e
     prompting = load_prompting(path)
     seconds = time.perf_counter() - started
     log.info("loaded OpenVINO LLM %s (%s, %d threads) in %.2fs", folder.name, dtype, threads, seconds)
@@ -210,8 +214,7 @@ class OpenVinoChatModel(TokenStreamChatModel):
         try:
             require_precision(self.dtype)
         except PrecisionUnavailable as e:
-            raise LLMError(f"llm_dtype={self.dtype} on llm_backend=openvino: {e}. Use --var llm_dtype=float32 "
-                           "(transformers' answers) or llm_backend=local.") from e
+            raise precision_error(self.dtype, e) from e
         return batching_engine(self._export(), PRECISIONS[self.dtype], self._threads())
 
     def prompting(self) -> Prompting:
